@@ -43,6 +43,6 @@ def mixture_full(key, k=3, d=3, dtype=jnp.float64):
     k1, k2, k3 = jax.random.split(key, 3)
     means = 2.0 * jax.random.normal(k1, (k, d), dtype)
     a = jax.random.normal(k2, (k, d, d), dtype) * 0.4
-    covs = jnp.einsum("kij,klj->kil", a, a) + 0.2 * jnp.eye(d, dtype=dtype)
+    covs = jnp.einsum("kij,klj->kil", a, a) + 0.2 * jnp.eye(d, dtype=dtype)[None]
     w = jax.random.uniform(k3, (k,), dtype, 0.2, 1.0)
     return sf.GaussianMixture(w, means, covs)

@@ -23,7 +23,7 @@ def marginal(mixture: GaussianMixture, sde: AbstractSDE, t: ScalarLike) -> Gauss
     alpha, sigma = alpha.astype(dtype), sigma.astype(dtype)
     eye = jnp.eye(mixture.dim, dtype=dtype)
     return GaussianMixture(
-        mixture.weights, alpha * mixture.means, alpha**2 * mixture.covariances + sigma**2 * eye
+        mixture.weights, alpha * mixture.means, alpha**2 * mixture.covariances + (sigma**2 * eye)[None]
     )
 
 

@@ -107,7 +107,7 @@ class GaussianMixture(eqx.Module):
 
     def covariance(self) -> Float[Array, "d d"]:
         m = self.mean()
-        diff = self.means - m
+        diff = self.means - m[None]
         return jnp.einsum("k,kij->ij", self.weights, self.covariances) + jnp.einsum(
             "k,ki,kj->ij", self.weights, diff, diff
         )

@@ -1,0 +1,118 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+import scoreflow as sf
+
+from .helpers import mixture2, mixture_full, sde_ids, sdes
+
+
+def test_acceptance_snippet():
+    gmm = sf.GaussianMixture(
+        weights=jnp.array([0.3, 0.7]),
+        means=jnp.array([[-2.0, 0.0], [1.5, 1.0]]),
+        covariances=jnp.stack([0.3 * jnp.eye(2), 0.5 * jnp.eye(2)]),
+    )
+    sde = sf.VPSDE(sf.LinearSchedule())
+    model = sf.AnalyticScore(gmm, sde)
+    pt = sf.marginal(gmm, sde, 0.5)
+    x = pt.sample(seed=jax.random.key(0), sample_shape=(8,))
+    score = jax.vmap(model, in_axes=(None, 0))(0.5, x)
+    assert jnp.allclose(score, jax.vmap(jax.grad(pt.log_prob))(x), atol=1e-4)
+
+
+def test_log_prob_and_sampling_match_scipy(getkey):
+    gmm = mixture_full(getkey())
+    x = gmm.sample(seed=getkey(), sample_shape=(4, 5))
+    assert x.shape == (4, 5, 3)
+    ref = np.log(
+        sum(
+            float(w) * scipy.stats.multivariate_normal(np.asarray(m), np.asarray(c)).pdf(np.asarray(x))
+            for w, m, c in zip(gmm.weights, gmm.means, gmm.covariances)
+        )
+    )
+    np.testing.assert_allclose(gmm.log_prob(x), ref, rtol=1e-10)
+    big = gmm.sample(seed=getkey(), sample_shape=(40_000,))
+    np.testing.assert_allclose(big.mean(0), gmm.mean(), atol=0.05)
+    np.testing.assert_allclose(jnp.cov(big.T), gmm.covariance(), atol=0.12)
+
+
+def test_closed_form_score_equals_autodiff(getkey):
+    gmm = mixture_full(getkey())
+    x = gmm.sample(seed=getkey(), sample_shape=(16,))
+    np.testing.assert_allclose(gmm.score(x), jax.vmap(jax.grad(gmm.log_prob))(x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("sde", sdes(), ids=sde_ids())
+def test_analytic_score_is_grad_of_perturbed_log_density(sde, getkey):
+    gmm = mixture_full(getkey(), k=3, d=3)
+    model = sf.AnalyticScore(gmm, sde)
+    for frac in (1e-3, 0.1, 0.5, 1.0):
+        t = jnp.asarray(sde.t0 + frac * (sde.T - sde.t0))
+        pt = sf.marginal(gmm, sde, t)
+        x = pt.sample(seed=getkey(), sample_shape=(8,))
+        s = jax.vmap(model, in_axes=(None, 0))(t, x)
+        np.testing.assert_allclose(s, jax.vmap(jax.grad(pt.log_prob))(x), rtol=1e-6, atol=1e-6)
+
+
+def test_exact_denoiser_is_posterior_mean(getkey):
+    gmm = mixture_full(getkey(), k=2, d=2)
+    sde = sf.VPSDE(sf.CosineSchedule())
+    model = sf.AnalyticScore(gmm, sde)
+    t = 0.6
+    a, s = sde.alpha_sigma(t)
+    x = sf.marginal(gmm, sde, t).sample(seed=getkey(), sample_shape=(5,))
+
+    def posterior_mean(xi):
+        # p(x0 | x_t, k) is Gaussian: mu_k + a S_k C_k^{-1} (x - a mu_k), C_k = a^2 S_k + s^2 I
+        c = a**2 * gmm.covariances + s**2 * jnp.eye(2)[None]
+        r = sf.marginal(gmm, sde, t).responsibilities(xi)
+        means = jax.vmap(lambda mu, S, C: mu + a * S @ jnp.linalg.solve(C, xi - a * mu))(gmm.means, gmm.covariances, c)
+        return r @ means
+
+    np.testing.assert_allclose(jax.vmap(lambda xi: model.denoise(t, xi))(x), jax.vmap(posterior_mean)(x), rtol=1e-9)
+
+
+def test_marginal_of_mixture_is_mixture_of_marginals(getkey):
+    gmm = mixture2()
+    sde = sf.VESDE()
+    pt = sf.marginal(gmm, sde, 0.3)
+    _, s = sde.alpha_sigma(0.3)
+    np.testing.assert_allclose(pt.covariances[0], 0.3 * jnp.eye(2) + s**2 * jnp.eye(2), rtol=1e-12)
+    np.testing.assert_allclose(pt.means, gmm.means, rtol=1e-12)
+
+
+def test_bad_mixture_arguments():
+    with pytest.raises(ValueError, match="weights"):
+        sf.GaussianMixture(jnp.ones(3) / 3, jnp.zeros((2, 2)), jnp.stack([jnp.eye(2)] * 2))
+    with pytest.raises(ValueError, match="covariances"):
+        sf.GaussianMixture(jnp.ones(2) / 2, jnp.zeros((2, 2)), jnp.stack([jnp.eye(3)] * 2))
+    with pytest.raises(ValueError, match="means"):
+        sf.GaussianMixture(jnp.ones(2) / 2, jnp.zeros(2), jnp.stack([jnp.eye(2)] * 2))
+    with pytest.raises(Exception, match="weights"):
+        sf.GaussianMixture(jnp.array([-0.5, 1.5]), jnp.zeros((2, 2)), jnp.stack([jnp.eye(2)] * 2))
+    gmm = mixture2()
+    with pytest.raises(ValueError, match="`x`"):
+        gmm.log_prob(jnp.zeros((4, 3)))
+    with pytest.raises(ValueError, match="`x`"):
+        sf.AnalyticScore(gmm, sf.VPSDE(sf.LinearSchedule()))(0.5, jnp.zeros((3,)))
+
+
+def test_jit_vmap_no_retrace(getkey):
+    gmm = mixture2()
+    model = sf.AnalyticScore(gmm, sf.VPSDE(sf.LinearSchedule()))
+    traces = []
+
+    @eqx.filter_jit
+    def f(m, t, x):
+        traces.append(1)
+        return jax.vmap(m, in_axes=(None, 0))(t, x)
+
+    x = gmm.sample(seed=getkey(), sample_shape=(6,))
+    out = f(model, jnp.asarray(0.4), x)
+    np.testing.assert_allclose(out, jnp.stack([model(0.4, xi) for xi in x]), rtol=1e-12)
+    f(model, jnp.asarray(0.7), x + 1.0)
+    assert len(traces) == 1
