@@ -1,0 +1,70 @@
+"""The sampler contract and the `sample` entry point."""
+
+import abc
+from collections.abc import Callable
+
+import diffrax
+import equinox as eqx
+import jax
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from .._custom_types import Scalar
+from .._sde import AbstractSDE
+
+
+ScoreFn = Callable[[Scalar, Array], Array]  # score(t, x) of one example, conditioning already bound
+Hook = Callable[[Scalar, Array], Array]  # hook(t, x) -> x for one example
+
+
+class SampleResult(eqx.Module):
+    """What `sample` returns.
+
+    - `samples`: `(batch, *data)` samples at the sampler's end time.
+    - `nfe`: `(batch,)` number of model evaluations spent on each example (a Heun step costs 2, an EDM run
+      with N steps 2N - 1; adaptive solvers count rejected steps too).
+    - `result`: per-example `diffrax.RESULTS` (`successful`, or why a diffrax solve stopped, e.g.
+      `max_steps_reached`). `successful` is a boolean array.
+    - `t0`: the end time used.
+    """
+
+    samples: Float[Array, "batch *data"]
+    nfe: Int[Array, " batch"]
+    result: diffrax.RESULTS
+    t0: float = eqx.field(static=True)
+
+    @property
+    def successful(self) -> Array:
+        return self.result == diffrax.RESULTS.successful
+
+
+class AbstractSampler(eqx.Module):
+    """A strategy that turns a prior draw $x_T$ into a sample at `t0`, for **one** example.
+
+    `sample` vmaps it over the batch with per-example keys, so one example never depends on its batch-mates;
+    the time grid is the same for every example, so `t` stays unbatched inside fixed-step samplers.
+    """
+
+    @abc.abstractmethod
+    def sample_one(
+        self,
+        score: ScoreFn,
+        sde: AbstractSDE,
+        x_T: Float[Array, "*data"],
+        t0: float,
+        key: PRNGKeyArray,
+        hook: Hook | None,
+    ) -> tuple[Float[Array, "*data"], Int[Array, ""], diffrax.RESULTS]:
+        """Return `(x, nfe, result)` for one example started at `x_T` (a draw from `sde.prior`)."""
+
+
+def apply_hook(hook: Hook | None, t: Array, x: Array) -> Array:
+    """`hook(t, x)` with its output checked to keep the shape and dtype of `x`."""
+    if hook is None:
+        return x
+    out = hook(t, x)
+    if not (isinstance(out, jax.Array) and out.shape == x.shape and out.dtype == x.dtype):
+        got = (getattr(out, "shape", None), getattr(out, "dtype", None))
+        raise ValueError(
+            f"`hook(t, x)` must return an array of x's shape and dtype {x.shape, x.dtype}; got {got}"
+        )
+    return out

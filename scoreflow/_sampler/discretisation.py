@@ -1,0 +1,117 @@
+r"""Time discretisations: where a fixed-step sampler evaluates the model, as strategy objects.
+
+Each maps a step count to a decreasing grid $T = t_0 > t_1 > \dots > t_N = t_{\min}$. Grids defined in
+$\tilde\sigma = \sigma/\alpha = e^{-\lambda/2}$ or in the log-SNR $\lambda$ are mapped back to times through
+`time_from_log_snr`, an inverse of the SDE's log-SNR (closed form for VE / EDM, bisection otherwise).
+"""
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from .._sde import EDMSDE, VESDE, AbstractSDE
+
+
+_BISECTION_ITERS = 64  # halves [0, T] to below float64 resolution
+
+
+def time_from_log_snr(
+    sde: AbstractSDE, log_snr: Float[ArrayLike, "*shape"]
+) -> Float[Array, "*shape"]:
+    r"""The time $t \in [0, T]$ with $\lambda(t) = $ `log_snr`, clipped to $[\lambda(T), \lambda(0)]$.
+
+    Closed form for `VESDE` ($\log\sigma$ linear in $t$) and `EDMSDE` ($t = \sigma$); for every other SDE
+    (VP and sub-VP with any schedule, learned ones included) a fixed-iteration bisection on the monotone
+    (decreasing) $\lambda(t)$, which is jittable and exact to float resolution.
+    """
+    lam = jnp.asarray(log_snr, dtype=jnp.result_type(log_snr, float))
+    if isinstance(sde, EDMSDE):
+        return jnp.clip(jnp.exp(-0.5 * lam), 0.0, sde.T)
+    if isinstance(sde, VESDE):
+        t = (-0.5 * lam - math.log(sde.sigma_min)) / math.log(sde.sigma_max / sde.sigma_min)
+        return jnp.clip(t, 0.0, sde.T)
+
+    def invert(target):
+        def body(_, lo_hi):
+            lo, hi = lo_hi
+            mid = 0.5 * (lo + hi)
+            above = sde.log_snr(mid) > target  # lambda decreasing: the root lies later than mid
+            return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+        zero = jnp.zeros_like(target)
+        lo, hi = jax.lax.fori_loop(0, _BISECTION_ITERS, body, (zero, zero + sde.T))
+        return 0.5 * (lo + hi)
+
+    flat = lam.reshape(-1)
+    return jax.vmap(invert)(flat).reshape(lam.shape)
+
+
+def _fraction(steps: int, dtype) -> Array:
+    # u_i = i / N for i = 0..N; steps = 0 gives the single point u = 0 (used by EDMHeun with one step).
+    return jnp.arange(steps + 1, dtype=dtype) / max(steps, 1)
+
+
+def _pin_ends(ts: Array, sde: AbstractSDE, t0: float) -> Array:
+    # The ends are given exactly rather than through the inverse map (whose rounding could step outside [t0, T]).
+    ts = ts.at[0].set(sde.T)
+    return ts.at[-1].set(t0) if ts.shape[0] > 1 else ts
+
+
+class AbstractTimeDiscretisation(eqx.Module):
+    """A grid of `steps + 1` decreasing times from `sde.T` to `t0`."""
+
+    @abc.abstractmethod
+    def times(self, sde: AbstractSDE, steps: int, t0: float) -> Float[Array, " n"]:
+        """The grid from `T` down to `t0`, shape `(steps + 1,)`."""
+
+
+def _check(steps: int, t0: float, sde: AbstractSDE) -> None:
+    if steps < 0:
+        raise ValueError(f"`steps` must be >= 0; got steps={steps}")
+    if not 0.0 <= t0 < sde.T:
+        raise ValueError(f"`t0` must lie in [0, T) = [0, {sde.T}); got t0={t0}")
+
+
+class UniformTime(AbstractTimeDiscretisation):
+    r"""Equal steps in $t$: $t_i = T + (i/N)(t_{\min} - T)$ (score-SDE, DDPM)."""
+
+    def times(self, sde: AbstractSDE, steps: int, t0: float) -> Float[Array, " n"]:
+        _check(steps, t0, sde)
+        u = _fraction(steps, jnp.result_type(float))
+        return _pin_ends(sde.T + u * (t0 - sde.T), sde, t0)
+
+
+class KarrasTime(AbstractTimeDiscretisation):
+    r"""Karras et al. (2022, eq. 5) in $\tilde\sigma = \sigma/\alpha$:
+    $\tilde\sigma_i = (\tilde\sigma_{\max}^{1/\rho} + \tfrac{i}{N}(\tilde\sigma_{\min}^{1/\rho} -
+    \tilde\sigma_{\max}^{1/\rho}))^\rho$, mapped to times by the inverse log-SNR. Any SDE."""
+
+    rho: float = 7.0
+
+    def __check_init__(self):
+        if not self.rho > 0:
+            raise ValueError(f"KarrasTime needs rho > 0; got rho={self.rho}")
+
+    def times(self, sde: AbstractSDE, steps: int, t0: float) -> Float[Array, " n"]:
+        _check(steps, t0, sde)
+        u = _fraction(steps, jnp.result_type(float))
+        # sigma~^(1/rho) = exp(-lambda / (2 rho)), computed from the log-SNR so it never overflows
+        a = jnp.exp(-sde.log_snr(sde.T) / (2 * self.rho))
+        b = jnp.exp(-sde.log_snr(t0) / (2 * self.rho))
+        lam = -2.0 * self.rho * jnp.log(a + u * (b - a))
+        return _pin_ends(time_from_log_snr(sde, lam), sde, t0)
+
+
+class LogSNRUniformTime(AbstractTimeDiscretisation):
+    r"""Equal steps in log-SNR $\lambda$ between $\lambda(T)$ and $\lambda(t_{\min})$ (DPM-Solver's default)."""
+
+    def times(self, sde: AbstractSDE, steps: int, t0: float) -> Float[Array, " n"]:
+        _check(steps, t0, sde)
+        u = _fraction(steps, jnp.result_type(float))
+        lam_max, lam_min = sde.log_snr(t0), sde.log_snr(sde.T)
+        lam = lam_min * (1.0 - u) + lam_max * u
+        return _pin_ends(time_from_log_snr(sde, lam), sde, t0)

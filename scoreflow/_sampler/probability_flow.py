@@ -1,0 +1,76 @@
+import diffrax
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from .._sde import AbstractSDE
+from ._diffrax_steps import count, scan_solver, solver_cost
+from .base import AbstractSampler, Hook, ScoreFn
+from .discretisation import AbstractTimeDiscretisation, UniformTime
+
+
+class ProbabilityFlow(AbstractSampler):
+    r"""Solve the probability-flow ODE $dx/dt = f(t)x - \tfrac12 g(t)^2 \nabla\log p_t(x)$ from $T$ down to
+    $t_0$ with any explicit diffrax solver (Song et al., 2021), per example.
+
+    Adaptive (`PIDController(rtol, atol)`, at most `max_steps` steps; running out is reported as
+    `RESULTS.max_steps_reached` rather than raised) when `steps` is None; else `steps` fixed steps on the
+    `discretisation` grid, stepped in a `lax.scan`. A hook needs fixed steps.
+    """
+
+    solver: diffrax.AbstractSolver = diffrax.Tsit5()
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    steps: int | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=4096, static=True)
+    discretisation: AbstractTimeDiscretisation = UniformTime()
+
+    def __check_init__(self):
+        solver_cost(self.solver, stochastic=False)  # raises TypeError for unsupported solvers
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(
+                f"ProbabilityFlow needs steps >= 1 (or None for adaptive); got steps={self.steps}"
+            )
+        if not (self.rtol > 0 and self.atol > 0):
+            raise ValueError(
+                f"ProbabilityFlow needs rtol > 0 and atol > 0; got rtol={self.rtol}, atol={self.atol}"
+            )
+        if self.max_steps < 1:
+            raise ValueError(
+                f"ProbabilityFlow needs max_steps >= 1; got max_steps={self.max_steps}"
+            )
+
+    def sample_one(
+        self,
+        score: ScoreFn,
+        sde: AbstractSDE,
+        x_T: Float[Array, "*data"],
+        t0: float,
+        key: PRNGKeyArray,
+        hook: Hook | None,
+    ) -> tuple[Float[Array, "*data"], Int[Array, ""], diffrax.RESULTS]:
+        del key  # deterministic
+        term = sde.probability_flow_term(lambda t, x, cond: score(t, x))
+        if self.steps is not None:
+            ts = self.discretisation.times(sde, self.steps, t0)
+            x, result = scan_solver(self.solver, term, ts, x_T, hook)
+            init, per_step = solver_cost(self.solver, stochastic=False, made_jump=hook is not None)
+            return x, count(init, per_step, self.steps), result
+        if hook is not None:
+            raise ValueError("a `hook` needs a fixed-step sampler; pass ProbabilityFlow(steps=...)")
+        init, per_step = solver_cost(self.solver, stochastic=False)
+        sol = diffrax.diffeqsolve(
+            term,
+            self.solver,
+            sde.T,
+            t0,
+            (t0 - sde.T) / 32,
+            x_T,
+            saveat=diffrax.SaveAt(t1=True),
+            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
+            max_steps=self.max_steps,
+            throw=False,
+        )
+        assert sol.ys is not None and sol.stats is not None
+        nfe = count(init, per_step, jnp.asarray(sol.stats["num_steps"], jnp.int32))
+        return sol.ys[0], nfe, sol.result
