@@ -1,5 +1,3 @@
-import math
-
 import jax.numpy as jnp
 
 from .._custom_types import Scalar
@@ -24,6 +22,7 @@ class CosineSchedule(AbstractSchedule):
             )
 
     def _gamma(self, t: Scalar) -> Scalar:
-        b = math.atan(math.exp(0.5 * self.gamma_min))
-        a = math.atan(math.exp(0.5 * self.gamma_max)) - b
+        # jnp (not math) so that the endpoints may be traced, e.g. when a model holding this schedule is a jit argument.
+        b = jnp.arctan(jnp.exp(0.5 * jnp.asarray(self.gamma_min, t.dtype)))
+        a = jnp.arctan(jnp.exp(0.5 * jnp.asarray(self.gamma_max, t.dtype))) - b
         return 2.0 * jnp.log(jnp.tan(a * t + b))

@@ -53,13 +53,15 @@ class LearnedSchedule(AbstractSchedule):
         if hidden < 1:
             raise ValueError(f"LearnedSchedule needs hidden >= 1; got hidden={hidden}")
         k2, k3 = jax.random.split(key)
-        self.w1 = jnp.asarray(_inv_softplus(1.0))
-        self.b1 = jnp.asarray(0.0)
+        # Strongly typed leaves: weak-typed scalars would turn strong after one optimiser step and force a retrace.
+        dtype = jnp.result_type(float)
+        self.w1 = jnp.array(_inv_softplus(1.0), dtype=dtype)
+        self.b1 = jnp.array(0.0, dtype=dtype)
         self.w2 = jax.random.normal(k2, (hidden,)) - 2.0
         self.b2 = jnp.zeros((hidden,))
         self.w3 = jax.random.normal(k3, (hidden,)) - 6.0
-        self.gamma_min_param = jnp.asarray(float(gamma_min))
-        self.gamma_range_param = jnp.asarray(_inv_softplus(float(gamma_max - gamma_min)))
+        self.gamma_min_param = jnp.array(float(gamma_min), dtype=dtype)
+        self.gamma_range_param = jnp.array(_inv_softplus(float(gamma_max - gamma_min)), dtype=dtype)
         self.learn_endpoints = learn_endpoints
 
     @property
