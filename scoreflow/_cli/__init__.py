@@ -1,0 +1,1 @@
+"""The `scoreflow` command (edge: maps strings to objects in one table)."""

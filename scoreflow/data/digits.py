@@ -1,0 +1,25 @@
+"""The built-in data set: scikit-learn's 8x8 handwritten digits (ships with scikit-learn, no download)."""
+
+import numpy as np
+
+from ._dataset import Dataset, scale_levels, split
+
+
+DIGITS_LEVELS = 17  # pixel values are integers 0..16
+
+
+def load_digits(test_size: int = 297, seed: int = 0) -> Dataset:
+    """The 1797 8x8 digits as `(n, 1, 8, 8)` images with 17 grey levels, scaled to [-1, 1].
+
+    The split is fixed by `seed` (default: 1500 train / 297 test). Data: Alpaydin & Kaynak (1998), UCI
+    "Optical Recognition of Handwritten Digits", as shipped by `sklearn.datasets.load_digits`.
+    """
+    from sklearn.datasets import load_digits as _load
+
+    images = _load().images  # (1797, 8, 8) float64, integer valued
+    k = np.rint(images).astype(np.int64)
+    if not (np.array_equal(k, images) and k.min() >= 0 and k.max() <= DIGITS_LEVELS - 1):
+        raise RuntimeError("scikit-learn's digits are no longer integers in 0..16; scoreflow must be updated")
+    x = scale_levels(k[:, None, :, :], DIGITS_LEVELS)
+    train, test = split(x, test_size, seed)
+    return Dataset("digits", train, test, DIGITS_LEVELS, "sklearn.datasets.load_digits")
