@@ -17,6 +17,8 @@ import pytest
 
 import scoreflow as sf
 
+from scoreflow._likelihood import AugmentedRMSNorm, DataState, ScaledState, StateDensityNorm
+
 from .helpers import mixture2, mixture_full
 
 
@@ -383,6 +385,71 @@ def test_nfe_counts_model_evaluations():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# State variables and error norms
+
+
+@pytest.mark.parametrize("name", ["vp", "ve", "edm"])
+def test_scaled_state_gives_the_same_density(name, gmm, points):
+    """y = x / alpha(t): the answer of the x-state solve to 10 rtol (1 + |log p|), and the truth to the same bound;
+    for alpha = 1 (VE, EDM) the two solves are the same computation."""
+    sde, tol = SDES[name](), 1e-5
+    ref = sf.marginal(gmm, sde, sde.t0).log_prob(points)
+    res_x = _exact(gmm, sde, points, tol)
+    res_y = _exact(gmm, sde, points, tol, state_variable=ScaledState())
+    bound = 10 * tol * (1 + jnp.abs(ref))
+    assert bool(jnp.all(jnp.abs(res_y.log_prob - res_x.log_prob) <= bound)), name
+    assert bool(jnp.all(jnp.abs(res_y.log_prob - ref) <= bound)), name
+    if name != "vp":
+        np.testing.assert_allclose(res_y.log_prob, res_x.log_prob, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(res_y.num_steps, res_x.num_steps)
+    else:  # with the closed-form term d (log alpha(T) - log alpha(t0)) added, delta_log_prob is the x-state's
+        assert bool(jnp.all(jnp.abs(res_y.delta_log_prob - res_x.delta_log_prob) <= bound))
+
+
+def test_edm_form_in_sigma_with_scaled_state(gmm, points):
+    """VP integrated as dy/dsigma~ = (y - D(y)) / sigma~ (Karras et al., 2022) gives the marginal density."""
+    sde, tol = _vp(), 1e-6
+    ref = sf.marginal(gmm, sde, sde.t0).log_prob(points[:16])
+    res = _exact(gmm, sde, points[:16], tol, state_variable=ScaledState(), time_variable=sf.SigmaVariable())
+    assert bool(jnp.all(jnp.abs(res.log_prob - ref) <= 10 * tol * (1 + jnp.abs(ref))))
+
+
+def test_state_variable_round_trip_and_log_scale():
+    sde, t = _vp(), jnp.asarray(0.7)
+    x = jnp.array([0.3, -1.2, 2.0])
+    alpha, _ = sde.alpha_sigma(t)
+    y = ScaledState().to_state(sde, t, x)
+    np.testing.assert_allclose(y, x / alpha, rtol=1e-14)
+    np.testing.assert_allclose(ScaledState().to_data(sde, t, y), x, rtol=1e-14)
+    # the drift left in y is f - d log alpha / dt = 0; in x it is f itself
+    dlog_alpha = jax.grad(lambda s: ScaledState().log_scale(sde, s))(t)
+    np.testing.assert_allclose(dlog_alpha, DataState().drift_coeff(sde, t), rtol=1e-12)
+    assert float(ScaledState().drift_coeff(sde, t)) == 0.0
+    np.testing.assert_array_equal(DataState().to_state(sde, t, x), x)
+
+
+def test_error_norms():
+    e_y, e_d = jnp.array([3.0, -4.0]), jnp.array([-2.0])
+    rms_y = math.sqrt((9 + 16) / 2)
+    assert float(StateDensityNorm()((e_y, e_d))) == pytest.approx(rms_y)
+    assert float(StateDensityNorm()((e_y, 10 * e_d))) == pytest.approx(20.0)
+    assert float(StateDensityNorm(0.1)((e_y, 10 * e_d))) == pytest.approx(rms_y)
+    assert float(StateDensityNorm(0.0)((e_y, 1e6 * e_d))) == pytest.approx(rms_y)
+    assert float(AugmentedRMSNorm()((e_y, e_d))) == pytest.approx(math.sqrt((9 + 16 + 4) / 3))
+    # a looser weight on the log-density takes no more steps, and still meets the tolerance on the Gaussian
+    sde, model, x = _gaussian_setup()
+    truth = model.log_prob(sde.t0, x)[0]
+    full = _gaussian_ll(model, sde, x)
+    loose = _gaussian_ll(model, sde, x, error_norm=StateDensityNorm(0.1))
+    rms = _gaussian_ll(model, sde, x, error_norm=AugmentedRMSNorm())
+    assert int(loose.nfe[0]) <= int(full.nfe[0])
+    for res in (full, loose, rms):
+        assert abs(float(res.log_prob[0] - truth)) < 1e-5
+    with pytest.raises(ValueError, match="density_weight"):
+        StateDensityNorm(-1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Errors that name the argument
 
 
@@ -404,6 +471,10 @@ def test_bad_inputs_raise_naming_the_argument(gmm, points):
         sf.log_likelihood(model, sde, points[:2], t0=1.0)
     with pytest.raises(ValueError, match="`prior`"):
         sf.log_likelihood(model, sde, points[:2], prior=mixture_full(jax.random.key(0), d=3))
+    with pytest.raises(TypeError, match="state_variable"):
+        sf.log_likelihood(model, sde, points[:2], state_variable=sf.SigmaVariable())
+    with pytest.raises(TypeError, match="error_norm"):
+        sf.log_likelihood(model, sde, points[:2], error_norm=lambda e: 0.0)
     with pytest.raises(ValueError, match="num_probes"):
         sf.Hutchinson(num_probes=0)
     with pytest.raises(ValueError, match="`num_levels`"):

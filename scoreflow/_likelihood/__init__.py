@@ -21,3 +21,13 @@ from .time_variable import (
     SigmaVariable as SigmaVariable,
     TimeVariable as TimeVariable,
 )
+from .error_norm import (
+    AbstractErrorNorm as AbstractErrorNorm,
+    AugmentedRMSNorm as AugmentedRMSNorm,
+    StateDensityNorm as StateDensityNorm,
+)
+from .state_variable import (
+    AbstractStateVariable as AbstractStateVariable,
+    DataState as DataState,
+    ScaledState as ScaledState,
+)

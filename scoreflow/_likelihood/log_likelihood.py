@@ -7,14 +7,15 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optimistix as optx  # diffrax's own dependency: its norms have safe derivatives at zero
-from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Conditioning, ScalarLike
 from .._misc import as_float
 from .._model import AbstractScoreModel
 from .._sde import AbstractSDE
 from .divergence import AbstractDivergence, ExactTrace
+from .error_norm import AbstractErrorNorm, StateDensityNorm
+from .state_variable import AbstractStateVariable, DataState
 from .time_variable import AbstractTimeVariable, TimeVariable
 
 
@@ -22,7 +23,8 @@ class LikelihoodResult(eqx.Module):
     """What `log_likelihood` returns, one entry per example.
 
     - `log_prob`: $\\log p_{t_0}(x)$ in nats (for `Hutchinson`, the mean over probes).
-    - `prior_log_prob`, `delta_log_prob`: the two terms, $\\log p_T(x_T)$ and $\\int_{t_0}^T \\nabla\\cdot v\\,dt$.
+    - `prior_log_prob`, `delta_log_prob`: the two terms, $\\log p_T(x_T)$ and $\\int_{t_0}^T \\nabla\\cdot v\\,dt$
+      (for `ScaledState`, the integral in y plus the closed-form term $d\\,(\\log\\alpha(T) - \\log\\alpha(t_0))$).
     - `stderr`: Monte Carlo standard error of `log_prob` (0 for `ExactTrace`; NaN for one Hutchinson probe).
     - `t0`: the start time used (scalar). `nfe`: vector-field (score-model) evaluations of the solve.
     - `num_steps`: solver steps (accepted and rejected). `result`: the diffrax status (always successful:
@@ -55,13 +57,6 @@ def _evaluations_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
     return stages, 0
 
 
-def _error_norm(err: PyTree) -> Array:
-    """RMS over the state x, but the log-density increments at full weight (max norm): in high dimension a
-    plain RMS over the whole augmented state would drown the one term that is the answer."""
-    x_err, delta_err = err
-    return jnp.maximum(optx.rms_norm(x_err), optx.max_norm(delta_err))
-
-
 def _check_positive(name: str, value: Any) -> float:
     try:
         v = float(value)
@@ -75,6 +70,8 @@ def _check_positive(name: str, value: Any) -> float:
 _TSIT5 = diffrax.Tsit5()
 _EXACT = ExactTrace()
 _TIME = TimeVariable()
+_DATA = DataState()
+_NORM = StateDensityNorm()
 _CHECKPOINT = diffrax.RecursiveCheckpointAdjoint()
 
 
@@ -93,6 +90,8 @@ def log_likelihood(
     cond: Conditioning = None,
     max_steps: int = 4096,
     time_variable: AbstractTimeVariable = _TIME,
+    state_variable: AbstractStateVariable = _DATA,
+    error_norm: AbstractErrorNorm = _NORM,
     adjoint: diffrax.AbstractAdjoint = _CHECKPOINT,
     dt0: float | None = None,
 ) -> LikelihoodResult:
@@ -105,8 +104,9 @@ def log_likelihood(
     is added exactly; only the score's divergence is computed by `divergence`.
 
     One ODE per example (`vmap` over `diffeqsolve`), so no example's steps or result depend on its batch-mates;
-    `Hutchinson` probes of example i are drawn from `jax.random.fold_in(key, i)`. The error norm is the RMS over
-    x and the max over the log-density terms, so the answer itself is under tolerance control.
+    `Hutchinson` probes of example i are drawn from `jax.random.fold_in(key, i)`. The default error norm
+    (`StateDensityNorm()`) is the RMS over x and the max over the log-density terms, so the answer itself is
+    under tolerance control.
 
     **Arguments:**
     - `model`: score model on one example; `sde`: its forward SDE. `x`: data, shape `(batch, *data)`.
@@ -117,6 +117,9 @@ def log_likelihood(
     - `t0`: start time (default `sde.t0`); `cond`: conditioning with a leading batch axis, or None.
     - `max_steps`: step budget per example; running out raises (never a half-finished number).
     - `time_variable`: `TimeVariable()`, `LogSNRVariable()` or `SigmaVariable()`: the variable integrated in.
+    - `state_variable`: `DataState()` (x) or `ScaledState()` (x / alpha(t), no linear drift; with
+      `SigmaVariable()` this is the EDM form $dy/d\tilde\sigma = (y - D(y))/\tilde\sigma$).
+    - `error_norm`: `StateDensityNorm(density_weight)` or `AugmentedRMSNorm()`, for the step-size control.
     - `dt0`: first step (in the integration variable); None lets the controller choose it.
     - `adjoint`: diffrax adjoint for gradients (`RecursiveCheckpointAdjoint()` or `BacksolveAdjoint()`).
 
@@ -132,6 +135,10 @@ def log_likelihood(
         raise TypeError(
             f"`time_variable` must be TimeVariable(), LogSNRVariable() or SigmaVariable(); got {time_variable!r}"
         )
+    if not isinstance(state_variable, AbstractStateVariable):
+        raise TypeError(f"`state_variable` must be DataState() or ScaledState(); got {state_variable!r}")
+    if not isinstance(error_norm, AbstractErrorNorm):
+        raise TypeError(f"`error_norm` must be StateDensityNorm(...) or AugmentedRMSNorm(); got {error_norm!r}")
     if not isinstance(adjoint, diffrax.AbstractAdjoint):
         raise TypeError(f"`adjoint` must be a diffrax adjoint; got {adjoint!r}")
     _evaluations_per_step(solver)
@@ -179,13 +186,16 @@ def log_likelihood(
         cond,
         max_steps,
         time_variable,
+        state_variable,
+        error_norm,
         adjoint,
     )
 
 
 @eqx.filter_jit
 def _solve(
-    model, sde, x, solver, tols, auto_dt0, divergence, key, prior, t_start, cond, max_steps, time_variable, adjoint
+    model, sde, x, solver, tols, auto_dt0, divergence, key, prior, t_start, cond, max_steps, time_variable, state_variable,
+    error_norm, adjoint
 ) -> LikelihoodResult:
     per_step, per_start = _evaluations_per_step(solver)
     batch, data_shape = x.shape[0], x.shape[1:]
@@ -200,15 +210,17 @@ def _solve(
         model_, sde_, probes, cond_ = args
         y, _ = state
         t, dt_du = time_variable.t_and_dt_du(sde_, u, t_start, t_end)
-        score, div_score = divergence(lambda z: model_(t, z, cond_), y, probes)
-        f = sde_.drift_coeff(t)
+        log_c = state_variable.log_scale(sde_, t)
+        c = jnp.exp(log_c).astype(y.dtype)
+        score, div_score = divergence(lambda z: model_(t, z, cond_), c * y, probes)
+        f = state_variable.drift_coeff(sde_, t)
         half_g2 = 0.5 * sde_.diffusion(t) ** 2
-        dy = (f * y - half_g2 * score) * dt_du
+        dy = (f * y - (half_g2 / c) * score) * dt_du
         ddelta = (f * d - half_g2 * div_score) * dt_du
         return dy, ddelta
 
     term = diffrax.ODETerm(vector_field)
-    controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=_error_norm)
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=error_norm)
 
     def solve_one(xi, index, cond_i):
         probes = divergence.init(None if key is None else jax.random.fold_in(key, index), xi)
@@ -219,7 +231,7 @@ def _solve(
             u0,
             u1,
             None if auto_dt0 else dt0,
-            (xi, delta0),
+            (state_variable.to_state(sde, t_start, xi), delta0),
             args=(model, sde, probes, cond_i),
             stepsize_controller=controller,
             saveat=diffrax.SaveAt(t1=True),
@@ -230,8 +242,12 @@ def _solve(
         x_end, delta = jax.tree.map(lambda a: a[-1], sol.ys)
         return x_end, delta, sol.result, sol.stats["num_steps"]
 
-    x_end, deltas, result, num_steps = jax.vmap(solve_one)(x, jnp.arange(batch), cond)
+    y_end, deltas, result, num_steps = jax.vmap(solve_one)(x, jnp.arange(batch), cond)
+    x_end = jax.vmap(lambda y: state_variable.to_data(sde, t_end, y))(y_end)
     prior_lp = jax.vmap(prior_log_prob)(x_end).astype(x.dtype)
+    # change of variables x = c(t) y at both ends
+    log_jac = d * (state_variable.log_scale(sde, t_end) - state_variable.log_scale(sde, t_start))
+    deltas = deltas + log_jac.astype(x.dtype)
     delta = jnp.mean(deltas, axis=1)
     m = divergence.num_estimates
     if isinstance(divergence, ExactTrace):
