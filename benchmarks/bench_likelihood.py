@@ -77,7 +77,9 @@ def run_scoreflow(mix, proc, n, tols, variant):
     m, p, x, truth = problem(mix, proc, n)
     model = C.make_sf_model(m, proc)
     sde = C.sf_sde(proc)
-    solver_name, tv_name = variant.split("-")
+    # variant = "<solver>-<time variable>[-w<log-density weight of the error norm>]"
+    solver_name, tv_name, *rest = variant.split("-")
+    weight = float(rest[0][1:]) if rest else 1.0
     solver = {"tsit5": diffrax.Tsit5(), "dopri5": diffrax.Dopri5(), "dopri8": diffrax.Dopri8()}[
         solver_name
     ]
@@ -100,6 +102,7 @@ def run_scoreflow(mix, proc, n, tols, variant):
                 divergence=sf.ExactTrace(),
                 prior=prior,
                 time_variable=tv,
+                error_norm=sf.StateDensityNorm(weight),
             )
             return jax.block_until_ready(res)
 
@@ -109,7 +112,7 @@ def run_scoreflow(mix, proc, n, tols, variant):
         rows.append(
             {
                 "framework": "scoreflow",
-                "variant": f"{solver_name}, u={tv_name}",
+                "variant": f"{solver_name}, u={tv_name}" + (f", norm weight {weight:g}" if rest else ""),
                 "problem": f"{mix}-{proc}",
                 "tol": tol,
                 "n": n,
@@ -324,7 +327,7 @@ def worker(args: list[str]) -> None:
     C.emit(rows)
 
 
-SF_VARIANTS_FULL = ["tsit5-t", "tsit5-sigma", "dopri8-t"]
+SF_VARIANTS_FULL = ["tsit5-t", "tsit5-t-w0.1", "tsit5-sigma", "dopri8-t"]
 SF_VARIANTS_ALL = ["tsit5-t", "tsit5-logsnr", "tsit5-sigma", "dopri8-t", "dopri8-logsnr"]
 SF_VARIANTS_QUICK = ["tsit5-t"]
 SF_VARIANTS_EDM = ["tsit5-t", "tsit5-logsnr"]

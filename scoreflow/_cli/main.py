@@ -1,5 +1,8 @@
 """The `scoreflow` command: `train` (the main job), `sample RUN`, `nll RUN`, `info RUN`.
 
+`train --model continuous` (the default) trains a continuous-time score model; `train --model d3pm` a discrete
+diffusion model (D3PM), whose command path lives in `d3pm.py`.
+
 Strings from the command line become objects in exactly one place, the `TABLE` below; everything after it
 works with scoreflow's strategy objects.
 """
@@ -68,6 +71,20 @@ TABLE = {
         "edm-monotone": sf.EDMMonotoneWeighting,
     },
     "loss": {"vdm": "VDM continuous-time VLB (bits/dim)", "dsm": "denoising score matching with --weighting"},
+    "model": {
+        "continuous": "continuous-time score model (--sde, --loss, ...: the default job)",
+        "d3pm": "discrete diffusion on the data's levels or characters (--transition, --timesteps, ...)",
+    },
+    # D3PM transitions over `num_classes` data levels and `steps` steps (Austin et al., 2021, App. B).
+    "transition": {
+        "gaussian": lambda num_classes, steps: sf.GaussianTransition(
+            num_classes, steps, sf.LinearBetaSchedule(0.02, 1.0)
+        ),
+        "uniform": lambda num_classes, steps: sf.UniformTransition(num_classes, steps, sf.CosineBetaSchedule()),
+        "absorbing": lambda num_classes, steps: sf.AbsorbingTransition(
+            num_classes, steps, sf.MutualInformationSchedule()
+        ),
+    },
     "sampler": {
         "pf": lambda steps: sf.ProbabilityFlow(),
         "ddim": lambda steps: sf.DDIM(steps=steps),
@@ -191,6 +208,16 @@ def _int_list(s: str) -> list[int]:
     return v
 
 
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}") from None
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}")
+    return v
+
+
 def _bits(s: str) -> int:
     v = _positive_int(s)
     if v > 16:
@@ -224,14 +251,28 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--data",
         default=d["data"],
-        help="'digits' (built in: sklearn 8x8, 17 levels), "
+        help="'digits' (built in: sklearn 8x8, 17 levels), 'digits-binary' (the same, binarised at level 8), "
+        "'text' (characters of the Python reference manual, text8 alphabet; --model d3pm), 'text8:PATH' (a "
+        "local text8 file; --model d3pm), "
         "'toy:NAME' (2-D mixture with exact density: " + ", ".join(sorted(sfd.TOY_MIXTURES)) + "), a "
         ".npy/.npz file of integer images/vectors, or a folder of PNG images (default: %(default)s)",
     )
     g.add_argument(
         "--bits", type=_bits, default=d["bits"], help="bit depth of --data files/PNGs (default: %(default)s)"
     )
+    g.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=None,
+        help="characters per sequence of --data text / text8:PATH (default: 64)",
+    )
     g = t.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        default="continuous",
+        help="; ".join(f"{k}: {v}" for k, v in TABLE["model"].items()) + " (default: %(default)s)",
+        **_choice("model"),
+    )
     g.add_argument(
         "--network",
         default=d["network"],
@@ -259,8 +300,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--dropout", type=_decay, default=d["dropout"], help="U-Net dropout rate in [0, 1) (default: %(default)s)"
     )
-    g.add_argument("--width", type=_positive_int, default=d["width"], help="MLP width (default: %(default)s)")
-    g.add_argument("--depth", type=_positive_int, default=d["depth"], help="MLP residual blocks (default: %(default)s)")
+    g.add_argument(
+        "--width",
+        type=_positive_int,
+        default=d["width"],
+        help="MLP width; with --model d3pm on sequences, the transformer's width (default: %(default)s)",
+    )
+    g.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=d["depth"],
+        help="MLP residual blocks; with --model d3pm on sequences, transformer blocks (default: %(default)s)",
+    )
     g.add_argument(
         "--parameterisation",
         default=d["parameterisation"],
@@ -287,6 +338,29 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=d["schedule_hidden"],
         help="width of the learned schedule (default: %(default)s)",
+    )
+    g = t.add_argument_group("discrete diffusion (--model d3pm)")
+    g.add_argument(
+        "--transition",
+        default=None,
+        help="forward transition: discretised Gaussian (ordinal levels; linear betas 0.02..1), uniform (cosine), "
+        "or absorbing [MASK] (mutual-information schedule) (default: gaussian for images and vectors, "
+        "absorbing for text)",
+        **_choice("transition"),
+    )
+    g.add_argument("--timesteps", type=_positive_int, default=None, help="number of diffusion steps T (default: 1000)")
+    g.add_argument(
+        "--hybrid-coeff",
+        type=_nonneg_float,
+        default=None,
+        help="weight of the auxiliary cross-entropy in the hybrid loss, with the whole bound weighted 1; "
+        "0 trains on the bound alone (default: 0.001 * T, D3PM's 0.001 on a single-step term)",
+    )
+    g.add_argument(
+        "--eval-examples",
+        type=_positive_int,
+        default=None,
+        help="first test examples on which the exact bound (all T terms) is reported (default: 1000)",
     )
     g = t.add_argument_group("objective and optimisation")
     g.add_argument(
@@ -448,6 +522,12 @@ def load_data(c: dict) -> sfd.Dataset:
     try:
         if spec == "digits":
             return sfd.load_digits()
+        if spec == "digits-binary":
+            return sfd.load_binary_digits()
+        if spec == "text":
+            return sfd.load_text(c.get("seq_len") or 64)
+        if spec.startswith("text8:"):
+            return sfd.load_text8_dataset(spec[6:], c.get("seq_len") or 64)
         if spec.startswith("toy:"):
             name = spec[4:]
             if name not in sfd.TOY_MIXTURES:
@@ -461,12 +541,17 @@ def load_data(c: dict) -> sfd.Dataset:
             return sfd.load_array_file(spec, bits=c["bits"])
     except sfd.DataError as e:
         raise UsageError(f"--data {spec!r}: {e}") from None
-    raise UsageError(f"--data {spec!r}: not 'digits', 'toy:NAME', an existing .npy/.npz file or a folder of PNGs")
+    raise UsageError(
+        f"--data {spec!r}: not 'digits', 'digits-binary', 'text', 'text8:PATH', 'toy:NAME', an existing .npy/.npz "
+        "file or a folder of PNGs"
+    )
 
 
 def check_config(c: dict, ds: sfd.Dataset) -> None:
     """Combinations that cannot work, reported before anything is built."""
     shape = ds.shape
+    if ds.alphabet is not None:
+        raise UsageError(f"--data {c['data']}: character data need --model d3pm (got --model continuous)")
     if c["loss"] == "vdm":
         if c["sde"] != "vp":
             raise UsageError(
@@ -641,7 +726,22 @@ def _count_params(model) -> int:
     return int(sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))))
 
 
+def _d3pm_run(run: str) -> bool:
+    """Whether RUN's config.json (if any) is a D3PM run's."""
+    cfg_path = os.path.join(run, "config.json")
+    if not os.path.exists(cfg_path):
+        return False
+    with open(cfg_path) as f:
+        return json.load(f)["config"].get("model", "continuous") == "d3pm"
+
+
 def cmd_train(a: argparse.Namespace) -> int:
+    from . import d3pm
+
+    if (a.model == "d3pm" and not a.resume) or (a.resume and a.out is not None and _d3pm_run(a.out)):
+        return d3pm.cmd_train(a)
+    if not a.resume:
+        d3pm.check_not_given(a)
     start = time.time()
     if a.resume:
         if a.out is None:
@@ -794,6 +894,10 @@ def _load_run(run: str):
 
 
 def cmd_sample(a) -> int:
+    if _d3pm_run(a.run):
+        from . import d3pm
+
+        return d3pm.cmd_sample(a)
     _, c, ds, state = _load_run(a.run)
     c = dict(c, sampler=a.sampler, sample_steps=a.sample_steps)
     model = state.ema if state.ema is not None else state.model
@@ -813,6 +917,12 @@ def cmd_sample(a) -> int:
 
 
 def cmd_nll(a) -> int:
+    if _d3pm_run(a.run):
+        raise UsageError(
+            f"RUN {a.run!r} is a D3PM run (--model d3pm): `nll` computes the probability-flow likelihood of "
+            "continuous models; a D3PM run reports its exact bound as test_bound_bpd in results.json "
+            "(`scoreflow info RUN`)"
+        )
     _, c, ds, state = _load_run(a.run)
     c = dict(
         c,

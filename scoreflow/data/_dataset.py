@@ -19,7 +19,8 @@ class Dataset:
 
     **Fields:** `name`, `train` `(n_train, *shape)`, `test` `(n_test, *shape)`, `num_levels` (or None),
     `source` (where the data came from, for error messages and run configs), `density` (an exact density with
-    `log_prob`, e.g. a `GaussianMixture`, when one is known; else None).
+    `log_prob`, e.g. a `GaussianMixture`, when one is known; else None), `alphabet` (for character data: the
+    string whose i-th character is level i, e.g. text8's `" abc...z"`; else None).
     """
 
     name: str
@@ -28,6 +29,7 @@ class Dataset:
     num_levels: int | None
     source: str
     density: object | None = None
+    alphabet: str | None = None
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -45,6 +47,11 @@ class Dataset:
             )
         if self.num_levels is not None and self.num_levels < 2:
             raise DataError(f"Dataset {self.name!r}: num_levels must be >= 2 or None; got {self.num_levels}")
+        if self.alphabet is not None and len(self.alphabet) != self.num_levels:
+            raise DataError(
+                f"Dataset {self.name!r}: an alphabet of {len(self.alphabet)} characters needs num_levels = "
+                f"{len(self.alphabet)}; got num_levels={self.num_levels}"
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -1,0 +1,400 @@
+"""`scoreflow train --model d3pm`: discrete diffusion (D3PM; Austin et al., 2021) on quantised images or text.
+
+The data's integer levels (grey levels, or characters of the text8 alphabet) are the states. Images get an
+x0-predicting U-Net on one-hot planes (`ImageX0Net`), sequences a bidirectional transformer. Training minimises
+the hybrid loss $L_{vb} + \\lambda\\, \\mathrm{CE}$ (bits/dim); the reported number is the exact bound
+`d3pm_bound_bpd` (all T terms, one draw of x_t per term) averaged over the first `--eval-examples` test
+examples, at step 0 and after training, next to the per-pixel (per-position) categorical baseline.
+
+Randomness, so that the reported bound can be recomputed: example i of the evaluated test subset uses the key
+`fold_in(fold_in(key(seed), 3), i)`, the same at step 0 and at the end (common random numbers); the samples
+use `split(fold_in(key(seed), 4), num_samples)`.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import scoreflow as sf
+
+from .. import data as sfd, train as sft
+from .main import DEFAULTS, TABLE, UsageError, _count_params, _read_metrics, load_data
+
+
+# Options of `train` that D3PM runs use (their values come from the command line, defaults in main.DEFAULTS).
+SHARED = (
+    "data",
+    "bits",
+    "channels",
+    "res_blocks",
+    "attention",
+    "dropout",
+    "width",
+    "depth",
+    "steps",
+    "batch_size",
+    "accumulate",
+    "lr",
+    "warmup",
+    "clip",
+    "ema_decay",
+    "seed",
+    "log_every",
+    "checkpoint_every",
+    "keep",
+    "num_samples",
+)
+# Options of `train` for D3PM runs only (argparse default None), with their defaults; transition and
+# hybrid_coeff are resolved from the data and T.
+D3PM_DEFAULTS = dict(transition=None, timesteps=1000, hybrid_coeff=None, seq_len=64, eval_examples=1000)
+# Continuous-model options a D3PM run does not use: giving one a non-default value is an error, not ignored.
+CONTINUOUS_ONLY = tuple(k for k in DEFAULTS if k not in SHARED)
+_EVAL_CHUNK = 256
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def check_not_given(a: argparse.Namespace) -> None:
+    """For `--model continuous`: the D3PM-only options must not be given."""
+    for k in D3PM_DEFAULTS:
+        if getattr(a, k) is not None:
+            raise UsageError(f"{_flag(k)} {getattr(a, k)} applies to --model d3pm only (got --model {a.model})")
+
+
+def _check_options(a: argparse.Namespace) -> None:
+    for k in CONTINUOUS_ONLY:
+        if getattr(a, k) != DEFAULTS[k]:
+            v = getattr(a, k)
+            shown = ",".join(map(str, v)) if isinstance(v, list) else v
+            raise UsageError(f"{_flag(k)} {shown} does not apply to --model d3pm (it is for --model continuous)")
+
+
+def _resolve(c: dict, ds: sfd.Dataset) -> None:
+    """Checks that need the data, and the data-dependent defaults (written into `c`)."""
+    if ds.num_levels is None:
+        raise UsageError(
+            f"--model d3pm needs discrete data (grey levels or characters); --data {c['data']} is continuous"
+        )
+    text = ds.alphabet is not None
+    if c["transition"] is None:
+        c["transition"] = "absorbing" if text else "gaussian"
+    if c["transition"] == "gaussian" and text:
+        raise UsageError(
+            f"--transition gaussian needs ordinal data (grey levels); --data {c['data']} is characters, which "
+            "have no order: use --transition uniform or absorbing"
+        )
+    if c["hybrid_coeff"] is None:
+        c["hybrid_coeff"] = 0.001 * c["timesteps"]
+    shape = ds.shape
+    if len(shape) == 3:
+        if shape[1] != shape[2]:
+            raise UsageError(f"--model d3pm needs square images; --data {c['data']} has examples of shape {shape}")
+        factor = 2 ** (len(c["channels"]) - 1)
+        if not c["channels"] or shape[-1] % factor or any(ch % 8 for ch in c["channels"]):
+            raise UsageError(
+                f"--channels {','.join(map(str, c['channels']))}: needs multiples of 8, one per level, with "
+                f"image size {shape[-1]} divisible by 2^(levels - 1)"
+            )
+        sizes = [shape[-1] // 2**i for i in range(len(c["channels"]))]
+        if any(r not in sizes for r in c["attention"]):
+            raise UsageError(f"--attention {','.join(map(str, c['attention']))}: resolutions must be among {sizes}")
+    elif len(shape) == 1:
+        if c["width"] % 8:
+            raise UsageError(f"--width {c['width']}: the transformer (4 heads) needs a multiple of 8")
+    else:
+        raise UsageError(
+            f"--model d3pm needs images (C, H, W) or sequences (L,); --data {c['data']} has examples of shape {shape}"
+        )
+    n_dev = jax.device_count()
+    if c["batch_size"] % n_dev:
+        raise UsageError(f"--batch-size {c['batch_size']}: must be divisible by the number of devices ({n_dev})")
+
+
+def build_transition(c: dict, num_levels: int) -> sf.AbstractTransition:
+    return TABLE["transition"][c["transition"]](num_levels, c["timesteps"])
+
+
+def build_model(c: dict, shape: tuple[int, ...], num_states: int) -> eqx.Module:
+    """The x0-network: `ImageX0Net(UNet)` for images (C, H, W), `SequenceTransformer` for sequences (L,)."""
+    k_net = jax.random.split(jax.random.key(c["seed"]))[0]
+    if len(shape) == 3:
+        planes = shape[0] * num_states
+        unet = sf.UNet(
+            shape[-1],
+            planes,
+            planes,
+            channels=tuple(c["channels"]),
+            num_res_blocks=c["res_blocks"],
+            attention_resolutions=tuple(c["attention"]),
+            dropout=c["dropout"],
+            key=k_net,
+        )
+        return sf.ImageX0Net(unet, num_states)
+    return sf.SequenceTransformer(num_states, shape[0], dim=c["width"], depth=c["depth"], key=k_net)
+
+
+def build_state(c: dict, ds: sfd.Dataset, transition: sf.AbstractTransition):
+    model = build_model(c, ds.shape, transition.num_states)
+    optimiser = sft.make_optimiser(
+        c["lr"], total_steps=c["steps"], warmup_steps=min(c["warmup"], c["steps"]), clip_norm=c["clip"]
+    )
+    state = sft.init_state(model, optimiser, key=jax.random.fold_in(jax.random.key(c["seed"]), 1))
+    return state, optimiser
+
+
+def build_objective(transition: sf.AbstractTransition, coeff: float):
+    """Batch mean of the hybrid loss (bits/dim), one key per example."""
+
+    def hybrid(model, x, key):
+        keys = jax.random.split(key, x.shape[0])
+        per_example = jax.vmap(lambda xi, ki: sf.d3pm_hybrid_loss(model, transition, xi, key=ki, coeff=coeff))
+        return jnp.mean(per_example(x, keys)), {}
+
+    return hybrid
+
+
+def eval_key(seed: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), 3)
+
+
+@eqx.filter_jit
+def _bound_chunk(model, transition, x, keys):
+    return jax.vmap(lambda xi, ki: sf.d3pm_bound_bpd(model, transition, xi, key=ki))(x, keys)
+
+
+def test_bound(model, transition: sf.AbstractTransition, levels: np.ndarray, key: jax.Array) -> np.ndarray:
+    """`d3pm_bound_bpd` of each example of `levels` (bits/dim), example i with key `fold_in(key, i)`; evaluated in
+    chunks of at most 256 (the last padded, so one compilation)."""
+    n = len(levels)
+    chunk = min(n, _EVAL_CHUNK)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+    out = []
+    for s in range(0, n, chunk):
+        idx = np.minimum(np.arange(s, s + chunk), n - 1)
+        out.append(np.asarray(_bound_chunk(model, transition, jnp.asarray(levels[idx]), keys[idx]))[: n - s])
+    return np.concatenate(out)
+
+
+@eqx.filter_jit
+def _sample_batch(model, transition, shape, keys):
+    return jax.vmap(lambda k: sf.d3pm_sample(model, transition, shape, key=k))(keys)
+
+
+def draw_samples(model, transition: sf.AbstractTransition, shape: tuple[int, ...], n: int, key: jax.Array):
+    """`n` ancestral samples (integer states), shape `(n, *shape)`."""
+    return np.asarray(_sample_batch(model, transition, tuple(shape), jax.random.split(key, n)))
+
+
+def write_samples(path_stem: str, samples: np.ndarray, ds: sfd.Dataset, title: str) -> str:
+    """Samples as text lines (`.txt`, character data) or a PNG grid (images), plus the integer states (`.npy`)."""
+    np.save(path_stem + ".npy", samples)
+    if ds.alphabet is not None:
+        path = path_stem + ".txt"
+        with open(path, "w") as f:
+            f.writelines("".join(ds.alphabet[i] for i in row) + "\n" for row in samples.reshape(len(samples), -1))
+        return path
+    from .. import plots
+
+    path = path_stem + ".png"
+    shown = 2.0 * samples.astype(np.float64) / (ds.num_levels - 1) - 1.0
+    if shown.ndim == 4:
+        plots.save_samples(path, np.clip(shown, -1.0, 1.0), title=title)
+    else:
+        plots.save_samples(path, shown, title=title)
+    return path
+
+
+def _eval_levels(c: dict, ds: sfd.Dataset) -> np.ndarray:
+    return ds.levels("test")[: c["eval_examples"]].astype(np.int32)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    start = time.time()
+    if a.resume:
+        if a.out is None:
+            raise UsageError("--resume needs --out RUN (the run folder to continue)")
+        with open(os.path.join(a.out, "config.json")) as f:
+            c = json.load(f)["config"]
+        print(f"resuming {a.out} with its saved config (other options are ignored)", file=sys.stderr)
+    else:
+        _check_options(a)
+        c = {k: getattr(a, k) for k in SHARED}
+        c["model"] = "d3pm"
+        c.update({k: D3PM_DEFAULTS[k] if getattr(a, k) is None else getattr(a, k) for k in D3PM_DEFAULTS})
+        if a.out is None:
+            tag = c["data"].replace(":", "-").replace(os.sep, "_").strip("._") or "data"
+            a.out = os.path.join("runs", f"{tag}-d3pm-{time.strftime('%Y%m%d-%H%M%S')}")
+        if os.path.exists(os.path.join(a.out, "config.json")):
+            raise UsageError(
+                f"--out {a.out!r}: already holds a run; pass --resume to continue it or choose another --out"
+            )
+    ds = load_data(c)
+    _resolve(c, ds)
+    run = a.out
+    os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
+    transition = build_transition(c, ds.num_levels)
+    state, optimiser = build_state(c, ds, transition)
+    mesh = sft.make_mesh()
+    state = sft.replicate(state, mesh)  # placed as the loop places it: the step-0 and final bounds compile once
+    metrics_path = os.path.join(run, "metrics.jsonl")
+    levels = _eval_levels(c, ds)
+    key = eval_key(c["seed"])
+    t0 = time.time()
+    if a.resume:
+        restored = sft.restore_latest(os.path.join(run, "checkpoints"), state)
+        if restored is not None:
+            state = restored[0]
+        done = int(state.step)
+        kept = _read_metrics(metrics_path, upto=done)
+        with open(metrics_path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        print(f"restored step {done}", file=sys.stderr)
+    else:
+        config = {
+            "config": c,
+            "data": {
+                "name": ds.name,
+                "source": ds.source,
+                "shape": list(ds.shape),
+                "num_levels": ds.num_levels,
+                "alphabet": ds.alphabet,
+                "n_train": len(ds.train),
+                "n_test": len(ds.test),
+            },
+            "transition": {
+                "class": type(transition).__name__,
+                "num_states": transition.num_states,
+                "num_steps": transition.num_steps,
+            },
+            "parameters": _count_params(state.model),
+            "devices": [str(d) for d in jax.devices()],
+            "versions": {"scoreflow": sf.__version__, "jax": jax.__version__},
+        }
+        with open(os.path.join(run, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        initial = float(np.mean(test_bound(state.model, transition, levels, key)))
+        with open(metrics_path, "w") as f:
+            f.write(json.dumps({"step": 0, "test_bound_bpd": initial, "time": round(time.time() - t0, 3)}) + "\n")
+    print(
+        f"run folder: {run}  |  D3PM {c['transition']}, T={c['timesteps']}, {transition.num_states} states  |  "
+        f"data {ds.name} {ds.shape}, {len(ds.train)} train / {len(ds.test)} test  |  "
+        f"{_count_params(state.model)} parameters",
+        file=sys.stderr,
+    )
+
+    step_fn = sft.make_train_step(
+        build_objective(transition, c["hybrid_coeff"]), optimiser, ema_decay=c["ema_decay"], mesh=mesh
+    )
+    metrics_file = open(metrics_path, "a")
+
+    def log(step, m):
+        metrics_file.write(json.dumps({"step": step, **m, "time": round(time.time() - t0, 3)}) + "\n")
+        metrics_file.flush()
+
+    t_train = time.time()
+    try:
+        state = sft.train_loop(
+            state,
+            step_fn,
+            ds.levels("train").astype(np.int32),
+            num_steps=c["steps"],
+            batch_size=c["batch_size"],
+            accumulate=c["accumulate"],
+            seed=c["seed"],
+            mesh=mesh,
+            checkpoint_dir=os.path.join(run, "checkpoints"),
+            checkpoint_every=c["checkpoint_every"],
+            keep=c["keep"],
+            log_every=c["log_every"],
+            callback=log,
+            progress=not a.no_progress,
+        )
+        train_time = time.time() - t_train
+        model = state.ema if state.ema is not None else state.model
+        per_example = test_bound(model, transition, levels, key)
+        bound = float(np.mean(per_example))
+        log(int(state.step), {"test_bound_bpd": bound})
+    finally:
+        metrics_file.close()
+
+    records = _read_metrics(metrics_path)
+    results = {
+        "steps": int(state.step),
+        "train_seconds": round(train_time, 1),
+        "test_bound_bpd": bound,
+        "test_bound_bpd_stderr_over_examples": float(per_example.std(ddof=1) / math.sqrt(len(per_example)))
+        if len(per_example) > 1
+        else float("nan"),
+        "initial_test_bound_bpd": next((r["test_bound_bpd"] for r in records if r["step"] == 0), None),
+        "eval_examples": int(len(levels)),
+        "baselines_bpd": sfd.baselines(ds),
+    }
+    samples = draw_samples(
+        model, transition, ds.shape, c["num_samples"], jax.random.fold_in(jax.random.key(c["seed"]), 4)
+    )
+    from .. import plots
+
+    write_samples(os.path.join(run, "samples"), samples, ds, f"{ds.name}: {len(samples)} D3PM samples")
+    reference = {"test bound": bound, "categorical": results["baselines_bpd"]["categorical"]}
+    plots.save_curves(os.path.join(run, "curves.png"), records, reference)
+    results["wall_seconds"] = round(time.time() - start, 1)
+    with open(os.path.join(run, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(_summary(c, ds, results))
+    return 0
+
+
+def _summary(c: dict, ds: sfd.Dataset, r: dict) -> str:
+    unit = "bits/char" if ds.alphabet is not None else "bits/dim"
+    what = "per-position categorical (add-one)" if ds.alphabet is not None else "per-pixel categorical (add-one)"
+    lines = [
+        f"trained {r['steps']} steps in {r['train_seconds']} s (wall {r['wall_seconds']} s)",
+        f"  test bound (D3PM {c['transition']}, T={c['timesteps']}, EMA) {r['test_bound_bpd']:.4f} {unit}  "
+        f"(+- {r['test_bound_bpd_stderr_over_examples']:.3f}, {r['eval_examples']} test examples; "
+        f"{r['initial_test_bound_bpd']:.4f} at step 0)",
+    ]
+    for name, v in r["baselines_bpd"].items():
+        label = what if name == "categorical" else f"{name} compressor"
+        lines.append(f"  baseline: {label:<38}{v:.4f} {unit}")
+    return "\n".join(lines)
+
+
+def load_run(run: str):
+    """(config.json contents, config, dataset, transition, restored train state) of a D3PM run folder."""
+    with open(os.path.join(run, "config.json")) as f:
+        cfg = json.load(f)
+    c = cfg["config"]
+    ds = load_data(c)
+    transition = build_transition(c, ds.num_levels)
+    state, _ = build_state(c, ds, transition)
+    restored = sft.restore_latest(os.path.join(run, "checkpoints"), state)
+    if restored is None:
+        raise UsageError(f"RUN {run!r}: no checkpoint in {os.path.join(run, 'checkpoints')}")
+    # placed as during training, so sampling reuses a compilation made by `train` in the same process
+    return cfg, c, ds, transition, sft.replicate(restored[0], sft.make_mesh())
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    for k in ("sampler", "sample_steps"):
+        if getattr(a, k) != DEFAULTS[k]:
+            raise UsageError(
+                f"{_flag(k)} {getattr(a, k)} does not apply to the D3PM run {a.run!r}: it samples ancestrally "
+                "over its T steps"
+            )
+    _, c, ds, transition, state = load_run(a.run)
+    model = state.ema if state.ema is not None else state.model
+    samples = draw_samples(model, transition, ds.shape, a.num_samples, jax.random.key(a.seed))
+    stem = os.path.splitext(a.output)[0] if a.output else os.path.join(a.run, f"samples-seed{a.seed}")
+    path = write_samples(stem, samples, ds, f"{ds.name}: {a.num_samples} D3PM samples")
+    print(f"wrote {path} and {stem}.npy ({a.num_samples} samples, step {int(state.step)})")
+    return 0
