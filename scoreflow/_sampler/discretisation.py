@@ -17,6 +17,8 @@ from .._sde import EDMSDE, VESDE, AbstractSDE
 
 
 _BISECTION_ITERS = 64  # halves [0, T] to below float64 resolution
+# The end time: a number, or a traced scalar (a sampler may derive it from the SDE inside `jit`).
+EndTime = float | Float[Array, ""]
 
 
 def time_from_log_snr(
@@ -55,7 +57,7 @@ def _fraction(steps: int, dtype) -> Array:
     return jnp.arange(steps + 1, dtype=dtype) / max(steps, 1)
 
 
-def _pin_ends(ts: Array, sde: AbstractSDE, t0: float) -> Array:
+def _pin_ends(ts: Array, sde: AbstractSDE, t0: EndTime) -> Array:
     # The ends are given exactly rather than through the inverse map (whose rounding could step outside [t0, T]).
     ts = ts.at[0].set(sde.T)
     return ts.at[-1].set(t0) if ts.shape[0] > 1 else ts
@@ -65,21 +67,21 @@ class AbstractTimeDiscretisation(eqx.Module):
     """A grid of `steps + 1` decreasing times from `sde.T` to `t0`."""
 
     @abc.abstractmethod
-    def times(self, sde: AbstractSDE, steps: int, t0: float) -> Float[Array, " n"]:
+    def times(self, sde: AbstractSDE, steps: int, t0: EndTime) -> Float[Array, " n"]:
         """The grid from `T` down to `t0`, shape `(steps + 1,)`."""
 
 
-def _check(steps: int, t0: float, sde: AbstractSDE) -> None:
+def _check(steps: int, t0: EndTime, sde: AbstractSDE) -> None:
     if steps < 0:
         raise ValueError(f"`steps` must be >= 0; got steps={steps}")
-    if not 0.0 <= t0 < sde.T:
+    if isinstance(t0, float | int) and not 0.0 <= t0 < sde.T:  # a traced t0 is the caller's to keep in range
         raise ValueError(f"`t0` must lie in [0, T) = [0, {sde.T}); got t0={t0}")
 
 
 class UniformTime(AbstractTimeDiscretisation):
     r"""Equal steps in $t$: $t_i = T + (i/N)(t_{\min} - T)$ (score-SDE, DDPM)."""
 
-    def times(self, sde: AbstractSDE, steps: int, t0: float) -> Float[Array, " n"]:
+    def times(self, sde: AbstractSDE, steps: int, t0: EndTime) -> Float[Array, " n"]:
         _check(steps, t0, sde)
         u = _fraction(steps, jnp.result_type(float))
         return _pin_ends(sde.T + u * (t0 - sde.T), sde, t0)
@@ -96,7 +98,7 @@ class KarrasTime(AbstractTimeDiscretisation):
         if not self.rho > 0:
             raise ValueError(f"KarrasTime needs rho > 0; got rho={self.rho}")
 
-    def times(self, sde: AbstractSDE, steps: int, t0: float) -> Float[Array, " n"]:
+    def times(self, sde: AbstractSDE, steps: int, t0: EndTime) -> Float[Array, " n"]:
         _check(steps, t0, sde)
         u = _fraction(steps, jnp.result_type(float))
         # sigma~^(1/rho) = exp(-lambda / (2 rho)), computed from the log-SNR so it never overflows
@@ -109,7 +111,7 @@ class KarrasTime(AbstractTimeDiscretisation):
 class LogSNRUniformTime(AbstractTimeDiscretisation):
     r"""Equal steps in log-SNR $\lambda$ between $\lambda(T)$ and $\lambda(t_{\min})$ (DPM-Solver's default)."""
 
-    def times(self, sde: AbstractSDE, steps: int, t0: float) -> Float[Array, " n"]:
+    def times(self, sde: AbstractSDE, steps: int, t0: EndTime) -> Float[Array, " n"]:
         _check(steps, t0, sde)
         u = _fraction(steps, jnp.result_type(float))
         lam_max, lam_min = sde.log_snr(t0), sde.log_snr(sde.T)
