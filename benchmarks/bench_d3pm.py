@@ -19,12 +19,10 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
-
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np
 import optax  # noqa: E402
 
 import scoreflow as sf  # noqa: E402

@@ -392,7 +392,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     probs = sorted({r["problem"] for r in rows if "problem" in r})
     fig, axes = plt.subplots(1, len(probs), figsize=(4.5 * len(probs), 4), squeeze=False)
-    for ax, prob in zip(axes[0], probs):
+    for ax, prob in zip(axes[0], probs, strict=False):
         sub = [r for r in rows if r.get("problem") == prob]
         for key in sorted({(r["framework"], r["variant"]) for r in sub}):
             rs = sorted(

@@ -409,7 +409,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     mixes = sorted({r["problem"] for r in rows})
     fig, axes = plt.subplots(1, len(mixes), figsize=(6 * len(mixes), 4.5), squeeze=False)
-    for ax, mix in zip(axes[0], mixes):
+    for ax, mix in zip(axes[0], mixes, strict=False):
         sub = [
             r
             for r in rows

@@ -4,6 +4,103 @@ Every public name is re-exported here from a private one-concept module.
 """
 
 # --- core: schedules, SDEs, score-model contract, analytic references ---
+# --- discrete diffusion (D3PM) ---
+from ._discrete import (
+    TEXT8_ALPHABET as TEXT8_ALPHABET,
+    AbsorbingTransition as AbsorbingTransition,
+    AbstractBetaSchedule as AbstractBetaSchedule,
+    AbstractReverseParameterisation as AbstractReverseParameterisation,
+    AbstractTransition as AbstractTransition,
+    CosineBetaSchedule as CosineBetaSchedule,
+    EmbeddingNeighbourTransition as EmbeddingNeighbourTransition,
+    GaussianTransition as GaussianTransition,
+    ImageX0Net as ImageX0Net,
+    JointMixture as JointMixture,
+    LinearBetaSchedule as LinearBetaSchedule,
+    MutualInformationSchedule as MutualInformationSchedule,
+    PosteriorMixture as PosteriorMixture,
+    SequenceTransformer as SequenceTransformer,
+    UniformTransition as UniformTransition,
+    absorbing_ctmc_loss as absorbing_ctmc_loss,
+    d3pm_bound_bpd as d3pm_bound_bpd,
+    d3pm_bound_terms as d3pm_bound_terms,
+    d3pm_cross_entropy as d3pm_cross_entropy,
+    d3pm_hybrid_loss as d3pm_hybrid_loss,
+    d3pm_loss as d3pm_loss,
+    d3pm_prior_term as d3pm_prior_term,
+    d3pm_sample as d3pm_sample,
+    d3pm_vb_term as d3pm_vb_term,
+    load_text8 as load_text8,
+    normalise_text8 as normalise_text8,
+    pydoc_corpus as pydoc_corpus,
+    q_posterior_logits as q_posterior_logits,
+    q_posterior_probs as q_posterior_probs,
+    q_probs as q_probs,
+    q_sample as q_sample,
+    safe_log as safe_log,
+    sample_logits as sample_logits,
+    text8_decode as text8_decode,
+    text8_encode as text8_encode,
+    text_chunks as text_chunks,
+)
+
+# --- likelihood ---
+from ._likelihood import (
+    AbstractDequantisation as AbstractDequantisation,
+    AbstractDivergence as AbstractDivergence,
+    AbstractErrorNorm as AbstractErrorNorm,
+    AbstractProbeDistribution as AbstractProbeDistribution,
+    AbstractStateVariable as AbstractStateVariable,
+    AbstractTimeVariable as AbstractTimeVariable,
+    AffineScaling as AffineScaling,
+    AugmentedRMSNorm as AugmentedRMSNorm,
+    BitsPerDimResult as BitsPerDimResult,
+    DataState as DataState,
+    DiscretisedBound as DiscretisedBound,
+    ExactTrace as ExactTrace,
+    Gaussian as Gaussian,
+    Hutchinson as Hutchinson,
+    LikelihoodResult as LikelihoodResult,
+    LogSNRVariable as LogSNRVariable,
+    Orthogonal as Orthogonal,
+    Rademacher as Rademacher,
+    ScaledState as ScaledState,
+    SigmaVariable as SigmaVariable,
+    StateDensityNorm as StateDensityNorm,
+    TimeVariable as TimeVariable,
+    UniformDequantisation as UniformDequantisation,
+    bits_per_dim as bits_per_dim,
+    log_likelihood as log_likelihood,
+)
+
+# --- training objectives (losses) ---
+from ._loss import (
+    AbstractDecoder as AbstractDecoder,
+    AbstractLogSNRWeighting as AbstractLogSNRWeighting,
+    AbstractTimeSampler as AbstractTimeSampler,
+    AbstractUnitTimeSampler as AbstractUnitTimeSampler,
+    AbstractWeighting as AbstractWeighting,
+    AntitheticTimeSampler as AntitheticTimeSampler,
+    DiscreteUniformDecoder as DiscreteUniformDecoder,
+    DiscretisedGaussianDecoder as DiscretisedGaussianDecoder,
+    EDMMonotoneWeighting as EDMMonotoneWeighting,
+    EDMWeighting as EDMWeighting,
+    ELBOWeighting as ELBOWeighting,
+    ImportanceTimeSampler as ImportanceTimeSampler,
+    LikelihoodWeighting as LikelihoodWeighting,
+    LowDiscrepancyTimeSampler as LowDiscrepancyTimeSampler,
+    SigmoidWeighting as SigmoidWeighting,
+    SimpleWeighting as SimpleWeighting,
+    UniformTimeSampler as UniformTimeSampler,
+    VLBTerms as VLBTerms,
+    VWeighting as VWeighting,
+    batch_dsm_loss as batch_dsm_loss,
+    batch_vdm_vlb as batch_vdm_vlb,
+    dsm_loss as dsm_loss,
+    learned_schedule_interior as learned_schedule_interior,
+    vdm_loss_and_grads as vdm_loss_and_grads,
+    vdm_vlb as vdm_vlb,
+)
 from ._model import (
     AbstractParameterisation as AbstractParameterisation,
     AbstractScoreModel as AbstractScoreModel,
@@ -22,7 +119,42 @@ from ._model import (
     x0_from_eps as x0_from_eps,
     x0_from_score as x0_from_score,
 )
+
+# --- networks (nn) ---
+from ._nn import (
+    MLP as MLP,
+    AbstractEmbedding as AbstractEmbedding,
+    FourierEmbedding as FourierEmbedding,
+    SinusoidalEmbedding as SinusoidalEmbedding,
+    UNet as UNet,
+)
 from ._reference import AnalyticScore as AnalyticScore, GaussianMixture as GaussianMixture, marginal as marginal
+
+# --- samplers ---
+from ._sampler import (
+    DDIM as DDIM,
+    AbstractCorrector as AbstractCorrector,
+    AbstractPredictor as AbstractPredictor,
+    AbstractSampler as AbstractSampler,
+    AbstractTimeDiscretisation as AbstractTimeDiscretisation,
+    Ancestral as Ancestral,
+    DPMSolverPP as DPMSolverPP,
+    EDMHeun as EDMHeun,
+    EulerMaruyama as EulerMaruyama,
+    KarrasTime as KarrasTime,
+    Langevin as Langevin,
+    LogSNRUniformTime as LogSNRUniformTime,
+    NoCorrector as NoCorrector,
+    PredictorCorrector as PredictorCorrector,
+    ProbabilityFlow as ProbabilityFlow,
+    ReverseDiffusion as ReverseDiffusion,
+    ReverseSDE as ReverseSDE,
+    SampleResult as SampleResult,
+    UniformTime as UniformTime,
+    sample as sample,
+    sliced_wasserstein as sliced_wasserstein,
+    time_from_log_snr as time_from_log_snr,
+)
 from ._schedule import (
     AbstractSchedule as AbstractSchedule,
     CosineSchedule as CosineSchedule,
@@ -30,17 +162,8 @@ from ._schedule import (
     LearnedSchedule as LearnedSchedule,
     LinearSchedule as LinearSchedule,
 )
-from ._sde import AbstractSDE as AbstractSDE, EDMSDE as EDMSDE, SubVPSDE as SubVPSDE, VESDE as VESDE, VPSDE as VPSDE
+from ._sde import EDMSDE as EDMSDE, VESDE as VESDE, VPSDE as VPSDE, AbstractSDE as AbstractSDE, SubVPSDE as SubVPSDE
 
-# --- networks (nn) ---
-
-# --- training objectives (losses) ---
-
-# --- samplers ---
-
-# --- likelihood ---
-
-# --- discrete diffusion (D3PM) ---
 
 # --- edges: data, checkpoints, training loop (import scoreflow.data / scoreflow.train for these) ---
 

@@ -118,7 +118,7 @@ def test_reverse_parameterisations(tr, getkey):
             if not ok:
                 continue  # x_t unreachable under q: the posterior mixture is undefined
             w = np.array([p0[x0] for x0 in ok]) / sum(p0[x0] for x0 in ok)
-            mixture = sum(wi * q[:, xt] * qbar_prev[x0] / qbar[x0, xt] for wi, x0 in zip(w, ok))
+            mixture = sum(wi * q[:, xt] * qbar_prev[x0] / qbar[x0, xt] for wi, x0 in zip(w, ok, strict=False))
             got_joint = np.exp(np.asarray(sf.JointMixture()(tr, t, jnp.asarray(xt), logits[xt])))
             np.testing.assert_allclose(got_mix, mixture, atol=1e-12)
             np.testing.assert_allclose(got_joint, joint / joint.sum(), atol=1e-12)

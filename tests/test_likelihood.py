@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import scoreflow as sf
-
 from scoreflow._likelihood import AugmentedRMSNorm, DataState, ScaledState, StateDensityNorm
 
 from .helpers import mixture2, mixture_full

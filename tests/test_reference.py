@@ -31,7 +31,7 @@ def test_log_prob_and_sampling_match_scipy(getkey):
     ref = np.log(
         sum(
             float(w) * scipy.stats.multivariate_normal(np.asarray(m), np.asarray(c)).pdf(np.asarray(x))
-            for w, m, c in zip(gmm.weights, gmm.means, gmm.covariances)
+            for w, m, c in zip(gmm.weights, gmm.means, gmm.covariances, strict=False)
         )
     )
     np.testing.assert_allclose(gmm.log_prob(x), ref, rtol=1e-10)

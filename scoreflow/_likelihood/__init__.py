@@ -14,20 +14,20 @@ from .divergence import (
     Orthogonal as Orthogonal,
     Rademacher as Rademacher,
 )
-from .log_likelihood import LikelihoodResult as LikelihoodResult, log_likelihood as log_likelihood
-from .time_variable import (
-    AbstractTimeVariable as AbstractTimeVariable,
-    LogSNRVariable as LogSNRVariable,
-    SigmaVariable as SigmaVariable,
-    TimeVariable as TimeVariable,
-)
 from .error_norm import (
     AbstractErrorNorm as AbstractErrorNorm,
     AugmentedRMSNorm as AugmentedRMSNorm,
     StateDensityNorm as StateDensityNorm,
 )
+from .log_likelihood import LikelihoodResult as LikelihoodResult, log_likelihood as log_likelihood
 from .state_variable import (
     AbstractStateVariable as AbstractStateVariable,
     DataState as DataState,
     ScaledState as ScaledState,
+)
+from .time_variable import (
+    AbstractTimeVariable as AbstractTimeVariable,
+    LogSNRVariable as LogSNRVariable,
+    SigmaVariable as SigmaVariable,
+    TimeVariable as TimeVariable,
 )

@@ -27,7 +27,7 @@ class SampleResult(eqx.Module):
     - `t0`: the end time used.
     """
 
-    samples: Float[Array, "batch *data"]
+    samples: Float[Array, " batch *data"]
     nfe: Int[Array, " batch"]
     result: diffrax.RESULTS
     t0: float = eqx.field(static=True)

@@ -4,8 +4,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 
 def sliced_wasserstein(
-    x: Float[Array, "n *data"],
-    y: Float[Array, "n *data"],
+    x: Float[Array, " n *data"],
+    y: Float[Array, " n *data"],
     *,
     key: PRNGKeyArray,
     num_projections: int = 256,

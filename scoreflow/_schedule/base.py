@@ -38,7 +38,8 @@ class AbstractSchedule(eqx.Module):
         return jax.jvp(self.gamma, (t,), (jnp.ones_like(t),))
 
     def alpha_sigma(self, t: ScalarLike) -> tuple[Scalar, Scalar]:
-        r"""$(\alpha(t), \sigma(t))$ with $\alpha^2 = \mathrm{sigmoid}(-\gamma)$, $\sigma^2 = \mathrm{sigmoid}(\gamma)$."""
+        r"""$(\alpha(t), \sigma(t))$ with $\alpha^2 = \mathrm{sigmoid}(-\gamma)$ and
+        $\sigma^2 = \mathrm{sigmoid}(\gamma)$."""
         g = self.gamma(t)
         return jnp.sqrt(jax.nn.sigmoid(-g)), jnp.sqrt(jax.nn.sigmoid(g))
 
