@@ -92,7 +92,12 @@ GRID_SDES = {
     "edm": EDM,
     "vp-learned": sf.VPSDE(sf.LearnedSchedule(hidden=16, key=jax.random.key(3))),
 }
-DISCRETISATIONS = (sf.UniformTime(), sf.KarrasTime(rho=7.0), sf.LogSNRUniformTime())
+DISCRETISATIONS = (
+    sf.UniformTime(),
+    sf.KarrasTime(rho=7.0),
+    sf.LogSNRUniformTime(),
+    sf.LogSNRUniformTime(first_step=3.0),
+)
 N_GRID = 12
 
 
@@ -122,14 +127,18 @@ def test_time_grids(name, grids):
         assert grid.shape == (N_GRID + 1,) and grid[0] == sde.T and grid[-1] == sde.t0
         assert np.all(np.diff(grid) < 0)
     # the defining property of each grid: equal spacing in t, in sigma~^(1/rho), in log-SNR
-    uniform, karras, logsnr = g["grids"]
-    _, lam_karras, lam_logsnr = g["lams"]
+    uniform, karras, logsnr, _ = g["grids"]
+    _, lam_karras, lam_logsnr, lam_long_first = g["lams"]
     d = np.diff(uniform)
     np.testing.assert_allclose(d, d[0], rtol=1e-9)
     d = np.diff(np.exp(-lam_karras / 14))
     np.testing.assert_allclose(d, d[0], rtol=1e-7)
     d = np.diff(lam_logsnr)
     np.testing.assert_allclose(d, d[0], rtol=1e-7)
+    # first_step=3: equal log-SNR steps after a first step three times as long, same end points
+    d = np.diff(lam_long_first)
+    np.testing.assert_allclose(d[1:], d[1], rtol=1e-7)
+    np.testing.assert_allclose(d[0], 3.0 * d[1], rtol=1e-7)
 
 
 def test_sliced_wasserstein_exact():

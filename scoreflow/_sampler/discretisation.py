@@ -109,11 +109,31 @@ class KarrasTime(AbstractTimeDiscretisation):
 
 
 class LogSNRUniformTime(AbstractTimeDiscretisation):
-    r"""Equal steps in log-SNR $\lambda$ between $\lambda(T)$ and $\lambda(t_{\min})$ (DPM-Solver's default)."""
+    r"""Equal steps in log-SNR $\lambda$ between $\lambda(T)$ and $\lambda(t_{\min})$ (DPM-Solver's default),
+    optionally with a longer first step.
+
+    With `first_step = r` the first step is $r$ times as long (in $\lambda$) as each of the others:
+    $\lambda_0 = \lambda(T)$, $\lambda_i = \lambda(T) + (r + i - 1)\Delta$ for $i \ge 1$, with
+    $\Delta = (\lambda(t_{\min}) - \lambda(T)) / (N - 1 + r)$; `first_step=1` is the uniform grid. At the
+    high-noise end the denoiser is close to the data mean and nearly constant, so a long first step costs little
+    and frees steps for the log-SNRs where the data's structure appears. Every step still shrinks like $1/N$,
+    so samplers keep their convergence order.
+    """
+
+    first_step: float = 1.0
+
+    def __check_init__(self):
+        if not self.first_step > 0:
+            raise ValueError(f"LogSNRUniformTime needs first_step > 0; got first_step={self.first_step}")
 
     def times(self, sde: AbstractSDE, steps: int, t0: EndTime) -> Float[Array, " n"]:
         _check(steps, t0, sde)
-        u = _fraction(steps, jnp.result_type(float))
-        lam_max, lam_min = sde.log_snr(t0), sde.log_snr(sde.T)
+        dtype = jnp.result_type(float)
+        lam_min, lam_max = sde.log_snr(sde.T), sde.log_snr(t0)
+        if steps == 0:
+            return _pin_ends(jnp.reshape(jnp.asarray(sde.T, dtype), (1,)), sde, t0)
+        # positions in units of Delta: 0, r, r + 1, ..., r + N - 1 (= the whole range)
+        pos = jnp.concatenate([jnp.zeros(1, dtype), self.first_step + jnp.arange(steps, dtype=dtype)])
+        u = pos / (steps - 1 + self.first_step)
         lam = lam_min * (1.0 - u) + lam_max * u
         return _pin_ends(time_from_log_snr(sde, lam), sde, t0)

@@ -35,12 +35,17 @@ class DPMSolverPP(AbstractSampler):
     $\tilde\sigma = 0.07$ for 10 steps (chosen on the 2-d 8-component and 64-d 4-component benchmark mixtures).
     With `final_step_to_zero=False` the grid is `discretisation`'s from $T$ to `t0` and the sample is at `t0`.
 
+    **Default grid:** uniform in log-SNR with a first step three times as long as the others
+    (`LogSNRUniformTime(first_step=3.0)`). On the benchmark mixtures (VP and EDM, d = 2 and 64) at 10 NFE this cut
+    the sliced-W2 excess over the exact ODE's samples (same noise) by 1.7x to 3.6x against the plain uniform grid
+    (`benchmarks/bench_sampling.py`).
+
     The hook sees each new state (with $t = 0$ after the jump to zero).
     """
 
     steps: int = eqx.field(default=20, static=True)
     order: int = eqx.field(default=3, static=True)
-    discretisation: AbstractTimeDiscretisation = LogSNRUniformTime()
+    discretisation: AbstractTimeDiscretisation = LogSNRUniformTime(first_step=3.0)
     final_step_to_zero: bool = eqx.field(default=True, static=True)
     lower_order_final: bool = eqx.field(default=False, static=True)
     denoise_level: float = 0.7

@@ -33,6 +33,7 @@ def sample(
     cond: Conditioning = None,
     t0: float | None = None,
     hook: Hook | None = None,
+    x_T: Array | None = None,
 ) -> SampleResult:
     r"""Draw `shape[0]` samples of shape `shape[1:]` from the reverse process of `sde` driven by `model`.
 
@@ -47,6 +48,9 @@ def sample(
     - `t0`: end time (default `sde.t0`).
     - `hook`: `hook(t, x) -> x` on one example, applied after every predictor and corrector step of a
       fixed-step sampler (e.g. inpainting by replacement, Song et al. 2021).
+    - `x_T`: optional starting states at time `sde.T`, shape `shape`, in place of draws from `sde.prior` (e.g.
+      exact draws of the true marginal $p_T$, to measure a sampler apart from the prior mismatch; or fixed
+      latents for interpolation). The keys then drive only the samplers' own noise.
 
     **Returns:** a `SampleResult(samples, nfe, result, t0)`.
     """
@@ -74,13 +78,19 @@ def sample(
                     f"got a leaf of shape {jnp.shape(leaf)}"
                 )
     dtype = jnp.result_type(float)
+    if x_T is not None:
+        if jnp.shape(x_T) != shape:
+            raise ValueError(f"`x_T` must have shape `shape` = {shape}; got x_T.shape={jnp.shape(x_T)}")
+        if not jnp.issubdtype(jnp.result_type(x_T), jnp.floating):
+            raise TypeError(f"`x_T` must be a floating-point array; got dtype {jnp.result_type(x_T)}")
     prior_std = sde.prior_std()
 
-    def one(k, c):
+    def one(k, c, x_start):
         k_prior, k_sampler = jax.random.split(k)
-        x_T = prior_std * jax.random.normal(k_prior, data_shape, dtype)
+        if x_start is None:
+            x_start = prior_std * jax.random.normal(k_prior, data_shape, dtype)
         score = lambda t, x: model(t, x, c)
-        return sampler.sample_one(score, sde, x_T, t0, k_sampler, hook)
+        return sampler.sample_one(score, sde, x_start, t0, k_sampler, hook)
 
-    samples, nfe, result = jax.vmap(one)(keys, cond)
+    samples, nfe, result = jax.vmap(one)(keys, cond, x_T)
     return SampleResult(samples, nfe, result, t0)
