@@ -173,18 +173,30 @@ def sample_marginal_np(m: Mixture, p: Process, t: float, n: int, seed: int) -> n
     return a * x0 + sig * np.random.default_rng(seed + 10_000).standard_normal(x0.shape)
 
 
+class SlicedW2:
+    """Sliced Wasserstein-2 to a fixed reference set `y`: sqrt of the mean over random unit projections of the
+    mean squared difference of the sorted projections (equal sample sizes). The reference's sorted projections
+    are computed once, so scoring many sample sets against one reference costs one projection and sort each."""
+
+    def __init__(self, y: np.ndarray, num_projections: int = 256, seed: int = 0):
+        y = np.asarray(y, np.float64)
+        u = np.random.default_rng(seed).standard_normal((y.shape[1], num_projections))
+        self.u = u / np.linalg.norm(u, axis=0, keepdims=True)
+        self.shape = y.shape
+        self.sorted_ref = np.sort(y @ self.u, axis=0)
+
+    def __call__(self, x: np.ndarray) -> float:
+        x = np.asarray(x, np.float64)
+        if x.shape != self.shape:
+            raise ValueError(f"sliced_w2 needs equal shapes; got {x.shape} and {self.shape}")
+        if not np.all(np.isfinite(x)):
+            return float("nan")
+        return float(np.sqrt(np.mean((np.sort(x @ self.u, axis=0) - self.sorted_ref) ** 2)))
+
+
 def sliced_w2(x: np.ndarray, y: np.ndarray, num_projections: int = 256, seed: int = 0) -> float:
-    """Sliced Wasserstein-2: sqrt of the mean over random unit projections of the mean squared difference of
-    the sorted projections (equal sample sizes)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"sliced_w2 needs equal shapes; got {x.shape} and {y.shape}")
-    if not np.all(np.isfinite(x)):
-        return float("nan")
-    u = np.random.default_rng(seed).standard_normal((x.shape[1], num_projections))
-    u /= np.linalg.norm(u, axis=0, keepdims=True)
-    px, py = np.sort(x @ u, axis=0), np.sort(y @ u, axis=0)
-    return float(np.sqrt(np.mean((px - py) ** 2)))
+    """`SlicedW2(y, num_projections, seed)(x)`."""
+    return SlicedW2(y, num_projections, seed)(x)
 
 
 # ---- the same isotropic score in each array library ----
