@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import scoreflow as sf
-from scoreflow._nn.unet import AttentionBlock
+from scoreflow._nn.unet import AttentionBlock, _conv
 
 
 @pytest.fixture
@@ -80,6 +80,15 @@ def test_zero_init_outputs_exactly_zero(getkey):
     model = sf.ScoreModel(mlp, sde, sf.X0Prediction())
     _, sigma = sde.alpha_sigma(jnp.asarray(0.5))
     np.testing.assert_allclose(model(0.5, x), -x / sigma**2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
+def test_channels_last_conv_equals_equinox_conv(kernel, stride, padding, getkey):
+    """The U-Net's convolutions run channels-last (fast inside loops on CPU) with equinox's parameters: the
+    same numbers as `eqx.nn.Conv2d.__call__`, for the 3x3, stride-2 and 1x1 convolutions the U-Net uses."""
+    conv = eqx.nn.Conv2d(5, 7, kernel, stride=stride, padding=padding, key=getkey())
+    x = jax.random.normal(getkey(), (5, 8, 8))
+    np.testing.assert_allclose(_conv(conv, x), conv(x), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "unet"])
