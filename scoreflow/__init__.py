@@ -153,7 +153,6 @@ from ._sampler import (
     UniformTime as UniformTime,
     sample as sample,
     sliced_wasserstein as sliced_wasserstein,
-    time_from_log_snr as time_from_log_snr,
 )
 from ._schedule import (
     AbstractSchedule as AbstractSchedule,
@@ -162,7 +161,14 @@ from ._schedule import (
     LearnedSchedule as LearnedSchedule,
     LinearSchedule as LinearSchedule,
 )
-from ._sde import EDMSDE as EDMSDE, VESDE as VESDE, VPSDE as VPSDE, AbstractSDE as AbstractSDE, SubVPSDE as SubVPSDE
+from ._sde import (
+    EDMSDE as EDMSDE,
+    VESDE as VESDE,
+    VPSDE as VPSDE,
+    AbstractSDE as AbstractSDE,
+    SubVPSDE as SubVPSDE,
+    time_from_log_snr as time_from_log_snr,
+)
 
 
 # --- edges: data, checkpoints, training loop (import scoreflow.data / scoreflow.train for these) ---

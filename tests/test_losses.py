@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 import scoreflow as sf
-from scoreflow._loss.time_sampling import _bisect_log_snr, inverse_log_snr
+from scoreflow._loss.time_sampling import inverse_log_snr
 
 from .helpers import mixture2, sdes
 
@@ -154,11 +154,11 @@ def test_time_samplers(getkey):
     assert jnp.allclose(jnp.diff(lam), step, rtol=1e-9)
     rate = jax.vmap(lambda s: -jax.grad(sde.log_snr)(s))(t)
     assert jnp.allclose(w, 16 * step / ((1.0 - 1e-5) * rate), rtol=1e-9)
-    # closed-form inverse (VP-linear) equals bisection
-    lam_grid = jnp.linspace(sde.log_snr(1e-5), sde.log_snr(1.0), 33)
-    closed = inverse_log_snr(sde, lam_grid, 1e-5, 1.0)
-    bisect = jax.vmap(lambda target: _bisect_log_snr(sde, target, jnp.array(1e-5), jnp.array(1.0)))(lam_grid)
-    assert jnp.allclose(closed, bisect, rtol=1e-10, atol=1e-15)
+    # the closed-form inverse (VP-linear) is an inverse: t -> lambda(t) -> t round trip, and clipped to [t0, T]
+    ts = jnp.linspace(1e-5, 1.0, 33)
+    back = inverse_log_snr(sde, jax.vmap(sde.log_snr)(ts), 1e-5, 1.0)
+    assert jnp.allclose(back, ts, rtol=1e-10, atol=1e-15)
+    assert jnp.allclose(inverse_log_snr(sde, jnp.array([50.0, -50.0]), 1e-5, 1.0), jnp.array([1e-5, 1.0]))
     for bad in (0, -1):
         with pytest.raises(ValueError, match="batch_size"):
             sf.UniformTimeSampler()(key, bad, 0.0, 1.0)

@@ -14,9 +14,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._custom_types import ScalarLike
 from .._misc import as_float
-from .._schedule import LinearSchedule
-from .._schedule.linear import _FLOOR
-from .._sde import VPSDE, AbstractSDE
+from .._sde import AbstractSDE, time_from_log_snr
 from .weighting import neg_dlog_snr
 
 
@@ -82,36 +80,11 @@ class LowDiscrepancyTimeSampler(AbstractUnitTimeSampler):
         return jnp.mod(u + jnp.arange(batch_size) / batch_size, 1.0)
 
 
-def _bisect_log_snr(sde: AbstractSDE, lam: Array, t0: Array, T: Array, iters: int = 64) -> Array:
-    """Solve log_snr(t) = lam for t in [t0, T] (log_snr decreasing) by bisection."""
-
-    def body(_, carry):
-        lo, hi = carry
-        mid = 0.5 * (lo + hi)
-        right = sde.log_snr(mid) > lam
-        return jnp.where(right, mid, lo), jnp.where(right, hi, mid)
-
-    lo, hi = jax.lax.fori_loop(0, iters, body, (t0, T))
-    return 0.5 * (lo + hi)
-
-
 def inverse_log_snr(sde: AbstractSDE, lam: ArrayLike, t0: ScalarLike, T: ScalarLike) -> Array:
-    r"""The time $t \in [t_0, T]$ with $\lambda(t) = $ `lam` (elementwise).
-
-    Closed form for `VPSDE(LinearSchedule)`: $\int_0^t\beta = \log(1 + e^{-\lambda} - \text{floor})$, a quadratic
-    in $t$; bisection (64 halvings of $[t_0, T]$) for every other SDE.
-    """
+    r"""The time $t \in [t_0, T]$ with $\lambda(t) = $ `lam` (elementwise): `time_from_log_snr` clipped to $[t_0, T]$."""
     lam = as_float(lam)
     t0, T = _interval(t0, T)
-    t0, T = t0.astype(lam.dtype), T.astype(lam.dtype)
-    sched = sde.schedule if isinstance(sde, VPSDE) else None
-    if isinstance(sched, LinearSchedule):
-        b0, b1 = sched.beta_min, sched.beta_max
-        big_b = jnp.log1p(jnp.maximum(jnp.exp(-lam) - _FLOOR, 0.0))
-        t = 2.0 * big_b / (b0 + jnp.sqrt(b0**2 + 2.0 * (b1 - b0) * big_b))
-    else:
-        t = jax.vmap(lambda target: _bisect_log_snr(sde, target, t0, T))(lam.reshape(-1)).reshape(lam.shape)
-    return jnp.clip(t, t0, T)
+    return jnp.clip(time_from_log_snr(sde, lam), t0.astype(lam.dtype), T.astype(lam.dtype))
 
 
 class ImportanceTimeSampler(AbstractTimeSampler):

@@ -5,7 +5,6 @@ from .discretisation import (
     KarrasTime as KarrasTime,
     LogSNRUniformTime as LogSNRUniformTime,
     UniformTime as UniformTime,
-    time_from_log_snr as time_from_log_snr,
 )
 from .dpm_solver import DPMSolverPP as DPMSolverPP
 from .edm import EDMHeun as EDMHeun

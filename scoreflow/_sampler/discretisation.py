@@ -2,54 +2,20 @@ r"""Time discretisations: where a fixed-step sampler evaluates the model, as str
 
 Each maps a step count to a decreasing grid $T = t_0 > t_1 > \dots > t_N = t_{\min}$. Grids defined in
 $\tilde\sigma = \sigma/\alpha = e^{-\lambda/2}$ or in the log-SNR $\lambda$ are mapped back to times through
-`time_from_log_snr`, an inverse of the SDE's log-SNR (closed form for VE / EDM, bisection otherwise).
+`time_from_log_snr`, the inverse of the SDE's log-SNR (closed form for VE / EDM / linear VP, bisection otherwise).
 """
 
 import abc
-import math
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, Float
 
-from .._sde import EDMSDE, VESDE, AbstractSDE
+from .._sde import AbstractSDE, time_from_log_snr
 
 
-_BISECTION_ITERS = 64  # halves [0, T] to below float64 resolution
 # The end time: a number, or a traced scalar (a sampler may derive it from the SDE inside `jit`).
 EndTime = float | Float[Array, ""]
-
-
-def time_from_log_snr(
-    sde: AbstractSDE, log_snr: Float[ArrayLike, "*shape"]
-) -> Float[Array, "*shape"]:
-    r"""The time $t \in [0, T]$ with $\lambda(t) = $ `log_snr`, clipped to $[\lambda(T), \lambda(0)]$.
-
-    Closed form for `VESDE` ($\log\sigma$ linear in $t$) and `EDMSDE` ($t = \sigma$); for every other SDE
-    (VP and sub-VP with any schedule, learned ones included) a fixed-iteration bisection on the monotone
-    (decreasing) $\lambda(t)$, which is jittable and exact to float resolution.
-    """
-    lam = jnp.asarray(log_snr, dtype=jnp.result_type(log_snr, float))
-    if isinstance(sde, EDMSDE):
-        return jnp.clip(jnp.exp(-0.5 * lam), 0.0, sde.T)
-    if isinstance(sde, VESDE):
-        t = (-0.5 * lam - math.log(sde.sigma_min)) / math.log(sde.sigma_max / sde.sigma_min)
-        return jnp.clip(t, 0.0, sde.T)
-
-    def invert(target):
-        def body(_, lo_hi):
-            lo, hi = lo_hi
-            mid = 0.5 * (lo + hi)
-            above = sde.log_snr(mid) > target  # lambda decreasing: the root lies later than mid
-            return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
-
-        zero = jnp.zeros_like(target)
-        lo, hi = jax.lax.fori_loop(0, _BISECTION_ITERS, body, (zero, zero + sde.T))
-        return 0.5 * (lo + hi)
-
-    flat = lam.reshape(-1)
-    return jax.vmap(invert)(flat).reshape(lam.shape)
 
 
 def _fraction(steps: int, dtype) -> Array:
