@@ -115,6 +115,16 @@ def test_given_starting_states():
         sf.sample(model, sde, KEY, (BATCH, 2), sampler, x_T=jnp.zeros((BATCH, 3)))
 
 
+def test_reported_end_time():
+    """SampleResult.t0 is the time the samples are at: 0 after a jump to sigma = 0, else the grid's end."""
+    model = sf.AnalyticScore(GAUSS, VP)
+    run = lambda sampler: sf.sample(model, VP, KEY, (2, 2), sampler, t0=1e-3).t0
+    assert run(sf.DPMSolverPP(steps=2)) == 0.0
+    assert run(sf.EDMHeun(steps=2)) == 0.0
+    assert run(sf.DPMSolverPP(steps=2, final_step_to_zero=False)) == 1e-3
+    assert run(sf.DDIM(steps=2)) == 1e-3
+
+
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="order"):
         sf.DPMSolverPP(order=4)

@@ -17,14 +17,15 @@ Hook = Callable[[Scalar, Array], Array]  # hook(t, x) -> x for one example
 
 
 class SampleResult(eqx.Module):
-    """What `sample` returns.
+    r"""What `sample` returns.
 
     - `samples`: `(batch, *data)` samples at the sampler's end time.
     - `nfe`: `(batch,)` number of model evaluations spent on each example (a Heun step costs 2, an EDM run
       with N steps 2N - 1; adaptive solvers count rejected steps too).
     - `result`: per-example `diffrax.RESULTS` (`successful`, or why a diffrax solve stopped, e.g.
       `max_steps_reached`). `successful` is a boolean array.
-    - `t0`: the end time used.
+    - `t0`: the time the samples are at: the end time used, or 0 for samplers whose last step jumps to
+      $\sigma = 0$ (`EDMHeun`, `DPMSolverPP` with `final_step_to_zero`), where `t0` only bounds the grid.
     """
 
     samples: Float[Array, " batch *data"]
@@ -55,6 +56,10 @@ class AbstractSampler(eqx.Module):
         hook: Hook | None,
     ) -> tuple[Float[Array, "*data"], Int[Array, ""], diffrax.RESULTS]:
         """Return `(x, nfe, result)` for one example started at `x_T` (a draw from `sde.prior`)."""
+
+    def end_time(self, t0: float) -> float:
+        """The time the samples are at when the grid ends at `t0` (0 for samplers that jump to sigma = 0)."""
+        return t0
 
 
 def apply_hook(hook: Hook | None, t: Array, x: Array) -> Array:

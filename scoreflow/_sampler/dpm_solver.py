@@ -58,6 +58,9 @@ class DPMSolverPP(AbstractSampler):
         if not self.denoise_level > 0:
             raise ValueError(f"DPMSolverPP needs denoise_level > 0; got denoise_level={self.denoise_level}")
 
+    def end_time(self, t0: float) -> float:
+        return 0.0 if self.final_step_to_zero else t0
+
     def sample_one(
         self,
         score: ScoreFn,

@@ -46,6 +46,9 @@ class EDMHeun(AbstractSampler):
                 f"EDMHeun needs s_tmin <= s_tmax; got s_tmin={self.s_tmin}, s_tmax={self.s_tmax}"
             )
 
+    def end_time(self, t0: float) -> float:
+        return 0.0  # the last (Euler) step lands on sigma = 0
+
     def sample_one(
         self,
         score: ScoreFn,

@@ -45,7 +45,8 @@ def sample(
     - `shape`: `(batch, *data_shape)`.
     - `sampler`: an `AbstractSampler`; default `ProbabilityFlow()` (adaptive Tsit5).
     - `cond`: conditioning pytree with a leading batch axis on every leaf (one entry per example), or None.
-    - `t0`: end time (default `sde.t0`).
+    - `t0`: end time of the grid (default `sde.t0`); samplers that finish with a jump to $\sigma = 0$ report
+      `SampleResult.t0 = 0`.
     - `hook`: `hook(t, x) -> x` on one example, applied after every predictor and corrector step of a
       fixed-step sampler (e.g. inpainting by replacement, Song et al. 2021).
     - `x_T`: optional starting states at time `sde.T`, shape `shape`, in place of draws from `sde.prior` (e.g.
@@ -93,4 +94,4 @@ def sample(
         return sampler.sample_one(score, sde, x_start, t0, k_sampler, hook)
 
     samples, nfe, result = jax.vmap(one)(keys, cond, x_T)
-    return SampleResult(samples, nfe, result, t0)
+    return SampleResult(samples, nfe, result, sampler.end_time(t0))
