@@ -225,39 +225,19 @@ def _cumulative_products(q: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-class GaussianTransition(AbstractTransition):
-    r"""Discretised-Gaussian transition for ordinal data (pixel intensities): for $i \ne j$
-    $[Q_t]_{ij} = \exp\!\big(-\frac{4 (i - j)^2}{(S - 1)^2 \beta_t}\big) / \sum_{n = -(S-1)}^{S-1}
-    \exp\!\big(-\frac{4 n^2}{(S - 1)^2 \beta_t}\big)$ and $[Q_t]_{ii} = 1 - \sum_{j \ne i} [Q_t]_{ij}$
-    (Austin et al., 2021, App. A.2.2). Symmetric and doubly stochastic, so the stationary law is uniform; nearby
-    levels are likelier targets than far ones. Dense $S \times S$ storage; $\bar Q_t$ by float64 products."""
+class _DenseDoublyStochastic(AbstractTransition):
+    """Dense doubly-stochastic transitions (discretised Gaussian, embedding neighbours): one-step and cumulative
+    $S \times S$ matrices stored in full, uniform stationary law, every state a data state. Subclasses build
+    `q_onestep` and `q_bar` in `__init__`; rows are checked to sum to one."""
 
     num_states: int = eqx.field(static=True)
     num_steps: int = eqx.field(static=True)
     q_onestep: Float[Array, "T S S"]
     q_bar: Float[Array, "T+1 S S"]
 
-    def __init__(self, num_states: int, num_steps: int, schedule: AbstractBetaSchedule = LinearBetaSchedule()):
-        """**Arguments:** `num_states` $S \\ge 2$ (ordered levels), `num_steps` $T$, `schedule` ($\\beta_t > 0$)."""
-        _check_int("GaussianTransition", "num_states", num_states, 2)
-        _check_int("GaussianTransition", "num_steps", num_steps, 1)
-        b = schedule.betas(num_steps)
-        if not (np.all(np.isfinite(b)) and b.min() > 0):
-            raise ValueError(f"GaussianTransition needs betas > 0; got smallest {b.min():.3g}")
-        self.num_states, self.num_steps = num_states, num_steps
-        n = np.arange(-(num_states - 1), num_states, dtype=np.float64)
-        logits = -4.0 * n[None, :] ** 2 / ((num_states - 1) ** 2 * b[:, None])  # (T, 2S - 1)
-        w = np.exp(logits - logits.max(-1, keepdims=True))
-        w = w / w.sum(-1, keepdims=True)
-        i = np.arange(num_states)
-        q = w[:, (i[None, :] - i[:, None]) + num_states - 1]  # (T, S, S), entry (i, j) uses n = j - i
-        q[:, i, i] = 0.0
-        q[:, i, i] = 1.0 - q.sum(-1)
-        self.q_onestep, self.q_bar = jnp.asarray(q), jnp.asarray(_cumulative_products(q))
-
     def __check_init__(self):
-        _check_stochastic("GaussianTransition", self.q_onestep)
-        _check_stochastic("GaussianTransition", self.q_bar)
+        _check_stochastic(type(self).__name__, self.q_onestep)
+        _check_stochastic(type(self).__name__, self.q_bar)
 
     def qbar_probs(self, t: Int[ArrayLike, ""], p0: Float[Array, "*batch S"]) -> Float[Array, "*batch S"]:
         return p0 @ self.q_bar[t].astype(p0.dtype)
@@ -281,17 +261,40 @@ class GaussianTransition(AbstractTransition):
         return self.q_bar[t]
 
 
-class EmbeddingNeighbourTransition(AbstractTransition):
+class GaussianTransition(_DenseDoublyStochastic):
+    r"""Discretised-Gaussian transition for ordinal data (pixel intensities): for $i \ne j$
+    $[Q_t]_{ij} = \exp\!\big(-\frac{4 (i - j)^2}{(S - 1)^2 \beta_t}\big) / \sum_{n = -(S-1)}^{S-1}
+    \exp\!\big(-\frac{4 n^2}{(S - 1)^2 \beta_t}\big)$ and $[Q_t]_{ii} = 1 - \sum_{j \ne i} [Q_t]_{ij}$
+    (Austin et al., 2021, App. A.2.2). Symmetric and doubly stochastic, so the stationary law is uniform; nearby
+    levels are likelier targets than far ones. Dense $S \times S$ storage; $\bar Q_t$ by float64 products."""
+
+
+    def __init__(self, num_states: int, num_steps: int, schedule: AbstractBetaSchedule = LinearBetaSchedule()):
+        """**Arguments:** `num_states` $S \\ge 2$ (ordered levels), `num_steps` $T$, `schedule` ($\\beta_t > 0$)."""
+        _check_int("GaussianTransition", "num_states", num_states, 2)
+        _check_int("GaussianTransition", "num_steps", num_steps, 1)
+        b = schedule.betas(num_steps)
+        if not (np.all(np.isfinite(b)) and b.min() > 0):
+            raise ValueError(f"GaussianTransition needs betas > 0; got smallest {b.min():.3g}")
+        self.num_states, self.num_steps = num_states, num_steps
+        n = np.arange(-(num_states - 1), num_states, dtype=np.float64)
+        logits = -4.0 * n[None, :] ** 2 / ((num_states - 1) ** 2 * b[:, None])  # (T, 2S - 1)
+        w = np.exp(logits - logits.max(-1, keepdims=True))
+        w = w / w.sum(-1, keepdims=True)
+        i = np.arange(num_states)
+        q = w[:, (i[None, :] - i[:, None]) + num_states - 1]  # (T, S, S), entry (i, j) uses n = j - i
+        q[:, i, i] = 0.0
+        q[:, i, i] = 1.0 - q.sum(-1)
+        self.q_onestep, self.q_bar = jnp.asarray(q), jnp.asarray(_cumulative_products(q))
+
+
+class EmbeddingNeighbourTransition(_DenseDoublyStochastic):
     r"""Nearest-neighbour transition in an embedding space: with $A_{ij} = 1$ when $j$ is among the $k$ nearest
     (Euclidean) neighbours of $i$, the symmetric rate matrix $R = A' - \mathrm{diag}(A' \mathbf{1})$,
     $A' = (A + A^\top)/(2k)$, generates $Q_t = \exp(\beta_t R)$ (Austin et al., 2021, App. A.2.3). All $Q_t$
     commute, so $\bar Q_t = \exp\big((\sum_{s \le t} \beta_s) R\big)$, computed exactly from the eigendecomposition
     of $R$ in float64. Doubly stochastic; stationary law uniform (if the kNN graph is connected)."""
 
-    num_states: int = eqx.field(static=True)
-    num_steps: int = eqx.field(static=True)
-    q_onestep: Float[Array, "T S S"]
-    q_bar: Float[Array, "T+1 S S"]
 
     def __init__(
         self,
@@ -329,28 +332,3 @@ class EmbeddingNeighbourTransition(AbstractTransition):
 
         self.q_onestep = jnp.asarray(expm(b))
         self.q_bar = jnp.asarray(expm(np.concatenate([np.zeros(1), np.cumsum(b)])))
-
-    def __check_init__(self):
-        _check_stochastic("EmbeddingNeighbourTransition", self.q_onestep)
-        _check_stochastic("EmbeddingNeighbourTransition", self.q_bar)
-
-    def qbar_probs(self, t: Int[ArrayLike, ""], p0: Float[Array, "*batch S"]) -> Float[Array, "*batch S"]:
-        return p0 @ self.q_bar[t].astype(p0.dtype)
-
-    def qbar_column(self, t: Int[ArrayLike, ""], x_t: Int[Array, "*batch"]) -> Float[Array, "*batch S"]:
-        return self.q_bar[t].T[x_t]
-
-    def q_column(self, t: Int[ArrayLike, ""], x_t: Int[Array, "*batch"]) -> Float[Array, "*batch S"]:
-        return self.q_onestep[jnp.asarray(t) - 1].T[x_t]
-
-    def prior_probs(self) -> Float[Array, " S"]:
-        return jnp.full((self.num_states,), 1.0 / self.num_states, self.q_bar.dtype)
-
-    def data_mask(self) -> Bool[Array, " S"]:
-        return jnp.ones((self.num_states,), bool)
-
-    def one_step_matrix(self, t: Int[ArrayLike, ""]) -> Float[Array, "S S"]:
-        return self.q_onestep[jnp.asarray(t) - 1]
-
-    def cumulative_matrix(self, t: Int[ArrayLike, ""]) -> Float[Array, "S S"]:
-        return self.q_bar[t]
