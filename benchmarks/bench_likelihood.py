@@ -91,7 +91,7 @@ def run_scoreflow(mix, proc, n, tols, variant):
     rows = []
     for tol in tols:
 
-        def go(prior):
+        def go(prior, tol=tol):
             res = sf.log_likelihood(
                 model,
                 sde,
@@ -167,7 +167,9 @@ def run_diffrax(mix, proc, n, tols):
     xj = jnp.asarray(x)
     for tol in tols:
         tt = jnp.asarray(tol, jnp.float32)
-        (z, delta, steps), first, steady, reps = C.timed(lambda: jax.block_until_ready(solve(xj, tt, tt)), slow_s=INF)
+        (z, delta, steps), first, steady, reps = C.timed(
+            lambda tt=tt: jax.block_until_ready(solve(xj, tt, tt)), slow_s=INF
+        )
         exact, std = prior_logps(m, p, np.asarray(z))
         delta = np.asarray(delta, np.float64)
         nfe = (
@@ -223,7 +225,7 @@ def run_scipy(mix, proc, n, tols):
     rows = []
     for tol in tols:
         sol, first, steady, reps = C.timed(
-            lambda: integrate.solve_ivp(ode, (p.t0, p.t1), init, rtol=tol, atol=tol, method="RK45"),
+            lambda tol=tol: integrate.solve_ivp(ode, (p.t0, p.t1), init, rtol=tol, atol=tol, method="RK45"),
             slow_s=30.0,
         )
         end = sol.y[:, -1]
@@ -279,7 +281,7 @@ def run_torchdiffeq(mix, proc, n, tols):
     rows = []
     for tol in tols:
 
-        def go():
+        def go(tol=tol):
             nfe[0] = 0
             ys = odeint(func, (xt, torch.zeros(n)), ts, rtol=tol, atol=tol, method="dopri5")
             return ys, nfe[0]
@@ -364,7 +366,10 @@ def summary(rows: list[dict]) -> str:
     out = ""
     for prob in sorted({r["problem"] for r in rows if "problem" in r}):
         sub = [r for r in rows if r.get("problem") == prob]
-        out += f"\n**{prob}** (exact prior): best max |error| per runner, and the cheapest point with max |error| <= 1e-3\n\n"
+        out += (
+            f"\n**{prob}** (exact prior): best max |error| per runner, and the cheapest point with max |error| "
+            "<= 1e-3\n\n"
+        )
         out += "| runner | best max err | at tol | NFE (mean) | steady s | cheapest <= 1e-3: tol | NFE | steady s |\n"
         out += "|---|---|---|---|---|---|---|---|\n"
         for key in sorted({(r["framework"], r["variant"]) for r in sub}):

@@ -139,7 +139,7 @@ def run_scoreflow(repeats):
 
         key = jax.random.key(0)
         out, first, steady, reps = C.timed(
-            lambda: jax.block_until_ready(run(key)), repeats=repeats, slow_s=1e9
+            lambda run=run, key=key: jax.block_until_ready(run(key)), repeats=repeats, slow_s=1e9
         )
         rows.append(
             {

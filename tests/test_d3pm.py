@@ -219,7 +219,8 @@ def test_loss_estimators_and_hybrid(tr, getkey):
     ce = 0.0
     for t in range(1, T + 1):
         w = np.prod(np.asarray(sf.q_probs(tr, t, x0))[np.arange(d), _joint_states(d)], axis=1)
-        lp = np.asarray(jax.vmap(lambda x: jax.nn.log_softmax(sf._discrete.process.mask_x0_logits(tr, model(t / T, x)), -1))(states))
+        logits = jax.vmap(lambda x, t=t: sf._discrete.process.mask_x0_logits(tr, model(t / T, x)))(states)
+        lp = np.asarray(jax.nn.log_softmax(logits, -1))
         ce += float(w @ -lp[:, np.arange(d), np.asarray(x0)].sum(1)) / T
     exact_ce = ce / (d * math.log(2))
 
@@ -273,7 +274,8 @@ def test_sampler_marginals_with_exact_x0_model(tr, getkey):
         if t >= 1:  # true reverse kernel q(x_{t-1} | x_t) = q(x_{t-1}) Q_t[x_{t-1}, x_t] / q(x_t)
             rev = fwd[t - 1][:, :, None] * q[t - 1][None] / np.maximum(fwd[t], 1e-300)[:, None, :]
             marg = np.einsum("ds,dps->dp", marg, rev)
-    np.testing.assert_allclose(marg, data, atol=1e-12 if isinstance(tr, sf.UniformTransition | sf.AbsorbingTransition) else 0.02)
+    closed_form = isinstance(tr, sf.UniformTransition | sf.AbsorbingTransition)
+    np.testing.assert_allclose(marg, data, atol=1e-12 if closed_form else 0.02)
 
 
 def test_continuous_absorbing_elbo(getkey):
@@ -344,7 +346,7 @@ def test_transformer_learns_characters():
         return eqx.apply_updates(net, upd), state, val
 
     key = jax.random.key(1)
-    for i in range(150):
+    for _ in range(150):
         key, kb, kl = jax.random.split(key, 3)
         batch = seqs[jax.random.randint(kb, (32,), 0, seqs.shape[0])]
         net, state, _ = step(net, state, batch, kl)

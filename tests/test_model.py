@@ -54,7 +54,7 @@ def test_each_parameterisation_reproduces_the_exact_score(sde, getkey):
             return tgt(x_in / sc.c_in)
 
         model = sf.ScoreModel(net, sde, param)
-        got = jax.vmap(lambda xi: model(t, xi))(x)
+        got = jax.vmap(lambda xi, model=model: model(t, xi))(x)
         want = jax.vmap(lambda xi: exact(t, xi))(x)
         np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-7 / float(s))
 

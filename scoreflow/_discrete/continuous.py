@@ -4,7 +4,8 @@ mutual-information schedule.
 The CTMC has rate matrix $R(t) = \beta(t)(\mathbf 1 e_m^\top - I)$ with $\beta(t) = 1/(1 - t)$, so
 $q_t = \exp(\int_0^t R) = (1 - t) I + t\, \mathbf 1 e_m^\top$: each variable is masked independently with
 probability $t$. With the reverse step of `PosteriorMixture` (which equals `JointMixture` here) the negative ELBO is
-$\int_0^1 \frac{1}{t}\, \mathbb E_{q_t(x_t \mid x_0)} \big[\sum_{i:\, x_t^i = m} -\log \tilde p_\theta(x_0^i \mid x_t)\big]\, dt$
+$\int_0^1 \frac{1}{t}\, \mathbb E_{q_t(x_t \mid x_0)}
+\big[\sum_{i:\, x_t^i = m} -\log \tilde p_\theta(x_0^i \mid x_t)\big]\, dt$
 (Campbell et al., 2022; Shi et al., 2024; Sahoo et al., 2024). Prior and reconstruction terms vanish
 ($q_1 = e_m$, $q_0 = I$). The discrete bound with $T$ steps is a right-endpoint Riemann sum of this integral.
 

@@ -33,7 +33,9 @@ def _one_hot(x: Int[Array, "*shape"], transition: AbstractTransition, dtype) -> 
     return jax.nn.one_hot(x, transition.num_states, dtype=dtype)
 
 
-def q_probs(transition: AbstractTransition, t: Int[ArrayLike, ""], x0: Int[Array, "*shape"]) -> Float[Array, "*shape S"]:
+def q_probs(
+    transition: AbstractTransition, t: Int[ArrayLike, ""], x0: Int[Array, "*shape"]
+) -> Float[Array, "*shape S"]:
     r"""$q(x_t \mid x_0) = \mathrm{Cat}(e_{x_0}^\top \bar Q_t)$ for $t \in \{0, \dots, T\}$."""
     return transition.qbar_probs(t, _one_hot(x0, transition, jnp.result_type(float)))
 

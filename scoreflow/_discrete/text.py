@@ -16,8 +16,8 @@ def normalise_text8(text: str) -> str:
 
 
 def pydoc_corpus() -> str:
-    """About 376 000 characters of English (Python 3.11): the help topics of the Python reference manual, from the standard
-    library module `pydoc_data.topics` (ships with CPython; no download), normalised to the text8 alphabet."""
+    """About 376 000 characters of English (Python 3.11): the help topics of the Python reference manual, from the
+    standard library module `pydoc_data.topics` (ships with CPython; no download), normalised to the text8 alphabet."""
     from pydoc_data.topics import topics
 
     return normalise_text8(" ".join(topics[k] for k in sorted(topics)))

@@ -194,8 +194,8 @@ def log_likelihood(
 
 @eqx.filter_jit
 def _solve(
-    model, sde, x, solver, tols, auto_dt0, divergence, key, prior, t_start, cond, max_steps, time_variable, state_variable,
-    error_norm, adjoint
+    model, sde, x, solver, tols, auto_dt0, divergence, key, prior, t_start, cond, max_steps, time_variable,
+    state_variable, error_norm, adjoint
 ) -> LikelihoodResult:
     per_step, per_start = _evaluations_per_step(solver)
     batch, data_shape = x.shape[0], x.shape[1:]

@@ -81,7 +81,8 @@ class LowDiscrepancyTimeSampler(AbstractUnitTimeSampler):
 
 
 def inverse_log_snr(sde: AbstractSDE, lam: ArrayLike, t0: ScalarLike, T: ScalarLike) -> Array:
-    r"""The time $t \in [t_0, T]$ with $\lambda(t) = $ `lam` (elementwise): `time_from_log_snr` clipped to $[t_0, T]$."""
+    r"""The time $t \in [t_0, T]$ with $\lambda(t) = $ `lam` (elementwise): `time_from_log_snr` clipped to
+    $[t_0, T]$."""
     lam = as_float(lam)
     t0, T = _interval(t0, T)
     return jnp.clip(time_from_log_snr(sde, lam), t0.astype(lam.dtype), T.astype(lam.dtype))
