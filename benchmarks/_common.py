@@ -137,9 +137,7 @@ def sf_mixture(m: Mixture, dtype="float32"):
 
     d = m.dim
     covs = np.stack([s**2 * np.eye(d) for s in m.stds])
-    return sf.GaussianMixture(
-        jnp.asarray(m.weights, dtype), jnp.asarray(m.means, dtype), jnp.asarray(covs, dtype)
-    )
+    return sf.GaussianMixture(jnp.asarray(m.weights, dtype), jnp.asarray(m.means, dtype), jnp.asarray(covs, dtype))
 
 
 # ---- exact answers (float64 NumPy) ----
@@ -305,9 +303,7 @@ def timed(fn, repeats: int | None = None, slow_s: float = 5.0):
     t = time.perf_counter()
     out = fn()
     first = time.perf_counter() - t
-    if (
-        first > slow_s
-    ):  # nothing to compile worth separating (eager peers): the first call is the measurement
+    if first > slow_s:  # nothing to compile worth separating (eager peers): the first call is the measurement
         return out, first, first, 0
     steady = []
     for _ in range(repeats):
@@ -390,6 +386,33 @@ def emit(rows: list[dict]) -> None:
     print("@@JSON@@" + json.dumps(rows, default=float), flush=True)
 
 
+def run_record(load_before: list[float], t_start: float, rows: list[dict]) -> dict:
+    """The part of every results JSON that describes the run: versions, threads, machine load, wall time, rows."""
+    return {
+        "versions": versions(),
+        "threads": NUM_THREADS,
+        "load_avg_before": load_before,
+        "load_avg_after": load_avg(),
+        "wall_s": time.perf_counter() - t_start,
+        "rows": rows,
+    }
+
+
+def report(title: str, payload: dict, cols: list[tuple[str, str, str]], summary: str = "") -> str:
+    """Markdown report: title, run conditions (from `run_record`), the table of good rows, `summary`, failures."""
+    rows = payload["rows"]
+    good = [r for r in rows if "error" not in r]
+    failed = "".join(f"\n- FAILED {' '.join(r['job'])}: {r['error']}" for r in rows if "error" in r)
+    return (
+        f"# {title}\n\nthreads = {payload['threads']}; load average before / after: {payload['load_avg_before']} / "
+        f"{payload['load_avg_after']}; versions: {payload['versions']}\n\n"
+        + md_table(good, cols)
+        + summary
+        + failed
+        + "\n"
+    )
+
+
 def write_results(name: str, payload: dict, table: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
@@ -432,15 +455,11 @@ def import_k_diffusion_sampling():
         return sys.modules["k_diffusion.sampling"]
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "k-diffusion is not installed in this environment (see benchmarks/README.md)"
-        )
+        raise ImportError("k-diffusion is not installed in this environment (see benchmarks/README.md)")
     for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
         sys.modules.setdefault(name, types.ModuleType(name))
     sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
-    sys.modules["torchvision.transforms"].functional = sys.modules[
-        "torchvision.transforms.functional"
-    ]
+    sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
     pkg = types.ModuleType("k_diffusion")
     pkg.__path__ = list(spec.submodule_search_locations)
     sys.modules["k_diffusion"] = pkg

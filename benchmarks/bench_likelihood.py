@@ -80,12 +80,8 @@ def run_scoreflow(mix, proc, n, tols, variant):
     # variant = "<solver>-<time variable>[-w<log-density weight of the error norm>]"
     solver_name, tv_name, *rest = variant.split("-")
     weight = float(rest[0][1:]) if rest else 1.0
-    solver = {"tsit5": diffrax.Tsit5(), "dopri5": diffrax.Dopri5(), "dopri8": diffrax.Dopri8()}[
-        solver_name
-    ]
-    tv = {"t": sf.TimeVariable(), "logsnr": sf.LogSNRVariable(), "sigma": sf.SigmaVariable()}[
-        tv_name
-    ]
+    solver = {"tsit5": diffrax.Tsit5(), "dopri5": diffrax.Dopri5(), "dopri8": diffrax.Dopri8()}[solver_name]
+    tv = {"t": sf.TimeVariable(), "logsnr": sf.LogSNRVariable(), "sigma": sf.SigmaVariable()}[tv_name]
     exact_prior = sf.marginal(C.sf_mixture(m), sde, sde.T)
     xj = jax.numpy.asarray(x)
     rows = []
@@ -172,9 +168,7 @@ def run_diffrax(mix, proc, n, tols):
         )
         exact, std = prior_logps(m, p, np.asarray(z))
         delta = np.asarray(delta, np.float64)
-        nfe = (
-            6 * np.asarray(steps) + 3
-        )  # Tsit5 is FSAL: 6 per step, 1 at init, 2 to pick the first step
+        nfe = 6 * np.asarray(steps) + 3  # Tsit5 is FSAL: 6 per step, 1 at init, 2 to pick the first step
         rows.append(
             {
                 "framework": "diffrax",
@@ -317,15 +311,11 @@ def worker(args: list[str]) -> None:
     if runner.startswith("scoreflow:dopri8") and not quick:
         tols = tols[:3]  # in float32 Dopri8 at 1e-6 needs ~850 NFE and ~45 s per solve for no better error
     if runner == "torchdiffeq" and not quick:
-        tols = tols[
-            :3
-        ]  # tens of seconds per solve on 2 cores; 1e-6 adds minutes and no information
+        tols = tols[:3]  # tens of seconds per solve on 2 cores; 1e-6 adds minutes and no information
     if runner.startswith("scoreflow:"):
         rows = run_scoreflow(mix, proc, n, tols, runner.split(":")[1])
     else:
-        rows = {"diffrax": run_diffrax, "scipy": run_scipy, "torchdiffeq": run_torchdiffeq}[runner](
-            mix, proc, n, tols
-        )
+        rows = {"diffrax": run_diffrax, "scipy": run_scipy, "torchdiffeq": run_torchdiffeq}[runner](mix, proc, n, tols)
     C.emit(rows)
 
 
@@ -435,12 +425,7 @@ def main() -> None:
     payload = {
         "problem": "P1",
         "seed": SEED,
-        "versions": C.versions(),
-        "threads": C.NUM_THREADS,
-        "load_avg_before": load,
-        "load_avg_after": C.load_avg(),
-        "wall_s": time.perf_counter() - t,
-        "rows": rows,
+        **C.run_record(load, t, rows),
     }
     good = [r for r in rows if "error" not in r]
     cols = [
@@ -457,15 +442,7 @@ def main() -> None:
         ("first_s", "first call s", ".2f"),
         ("steady_s", "steady s", ".3f"),
     ]
-    failed = "".join(f"\n- FAILED {' '.join(r['job'])}: {r['error']}" for r in rows if "error" in r)
-    table = (
-        f"# P1 likelihood ({'quick' if args.quick else 'full'} run)\n\nthreads = {C.NUM_THREADS}; "
-        f"load average before / after: {load} / {C.load_avg()}; versions: {payload['versions']}\n\n"
-        + C.md_table(good, cols)
-        + summary(good)
-        + failed
-        + "\n"
-    )
+    table = C.report(f"P1 likelihood ({'quick' if args.quick else 'full'} run)", payload, cols, summary(good))
     C.write_results(name, payload, table)
     plot(good, C.RESULTS / f"{name}.png")
 

@@ -498,12 +498,7 @@ def main() -> None:
             "projections": PROJ_SEED,
             "samplers": f"{SAMPLER_SEED}, {SAMPLER_SEED} + 1, ...",
         },
-        "versions": C.versions(),
-        "threads": C.NUM_THREADS,
-        "load_avg_before": load,
-        "load_avg_after": C.load_avg(),
-        "wall_s": time.perf_counter() - t,
-        "rows": rows,
+        **C.run_record(load, t, rows),
     }
     good = [r for r in rows if "error" not in r]
     cols = [
@@ -523,12 +518,8 @@ def main() -> None:
         ("steady_s", "steady s", ".3f"),
         ("note", "note", ""),
     ]
-    failed = "".join(f"\n- FAILED {' '.join(r['job'])}: {r['error']}" for r in rows if "error" in r)
-    table = (
-        f"# P2 sampling ({'quick' if args.quick else 'full'} run, n = {payload['n']})\n\nthreads = "
-        f"{C.NUM_THREADS}; load average before / after: {load} / {C.load_avg()}; versions: "
-        f"{payload['versions']}\n\n" + C.md_table(good, cols) + summary(good) + failed + "\n"
-    )
+    title = f"P2 sampling ({'quick' if args.quick else 'full'} run, n = {payload['n']})"
+    table = C.report(title, payload, cols, summary(good))
     C.write_results(name, payload, table)
     plot(good, C.RESULTS / f"{name}.png")
 

@@ -80,9 +80,7 @@ def run_jax_handwritten(repeats):
         return jax.lax.fori_loop(0, STEPS, body, x)
 
     key = jax.random.key(0)
-    out, first, steady, reps = C.timed(
-        lambda: jax.block_until_ready(run(key)), repeats=repeats, slow_s=1e9
-    )
+    out, first, steady, reps = C.timed(lambda: jax.block_until_ready(run(key)), repeats=repeats, slow_s=1e9)
     return [
         {
             "framework": "jax-handwritten",
@@ -220,9 +218,7 @@ def main() -> None:
     q = "quick" if args.quick else "full"
     t = time.perf_counter()
     load = C.load_avg()
-    runners = ["jax-handwritten", "scoreflow", "torch-eager"] + (
-        [] if args.quick else ["torch-compile"]
-    )
+    runners = ["jax-handwritten", "scoreflow", "torch-eager"] + ([] if args.quick else ["torch-compile"])
     # Interleave rounds so that a change in machine load hits every runner alike.
     rounds = 1
     rows = []
@@ -240,12 +236,7 @@ def main() -> None:
         "problem": "P3",
         "batch": BATCH_QUICK if args.quick else BATCH,
         "steps": STEPS,
-        "versions": C.versions(),
-        "threads": C.NUM_THREADS,
-        "load_avg_before": load,
-        "load_avg_after": C.load_avg(),
-        "wall_s": time.perf_counter() - t,
-        "rows": rows,
+        **C.run_record(load, t, rows),
     }
     cols = [
         ("round", "round", ""),
@@ -257,12 +248,8 @@ def main() -> None:
         ("first_s", "first call s", ".2f"),
         ("overhead_vs_handwritten", "time vs hand-written - 1", "+.1%"),
     ]
-    failed = "".join(f"\n- FAILED {' '.join(r['job'])}: {r['error']}" for r in rows if "error" in r)
-    table = (
-        f"# P3 throughput ({q} run): MLP 65-256-256-64, batch {payload['batch']}, {STEPS} Euler steps\n\nthreads = "
-        f"{C.NUM_THREADS}; load average before / after: {load} / {C.load_avg()}; versions: "
-        f"{payload['versions']}\n\n" + C.md_table(good, cols) + failed + "\n"
-    )
+    title = f"P3 throughput ({q} run): MLP 65-256-256-64, batch {payload['batch']}, {STEPS} Euler steps"
+    table = C.report(title, payload, cols)
     C.write_results(name, payload, table)
 
 
