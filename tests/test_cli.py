@@ -156,7 +156,7 @@ def test_tiny_main_job_writes_run_folder(tmp_path, capsys):
     capsys.readouterr()
     r = json.loads(open(os.path.join(run, "nll.jsonl")).read().splitlines()[-1])
     import scoreflow.data as sfd
-    from scoreflow._cli.main import build_model
+    from scoreflow._cli.continuous import build_model
 
     sde = build_model(cfg["config"], (1, 8, 8)).sde
     s2 = float(sde.alpha_sigma(sde.t0)[0] ** 2 / sde.alpha_sigma(1.0)[0] ** 2)

@@ -189,7 +189,7 @@ def test_text_run_writes_characters(tmp_path, capsys):
         ),
         (["train", "--model", "d3pm", "--data", "toy:ring8"], ["--model d3pm needs discrete data", "toy:ring8"]),
         (["train", "--model", "d3pm", "--sde", "ve"], ["--sde ve does not apply to --model d3pm"]),
-        (["train", "--transition", "uniform"], ["--transition uniform applies to --model d3pm only"]),
+        (["train", "--transition", "uniform"], ["--transition uniform does not apply to --model continuous"]),
         (["train", "--data", "text", "--network", "mlp", "--loss", "dsm"], ["--data text", "need --model d3pm"]),
         (
             ["train", "--model", "d3pm", "--data", "text8:/nonexistent/text8"],

@@ -1,4 +1,4 @@
-"""`scoreflow train --model d3pm`: discrete diffusion (D3PM; Austin et al., 2021) on quantised images or text.
+"""`--model d3pm`: discrete diffusion (D3PM; Austin et al., 2021) on quantised images or text.
 
 The data's integer levels (grey levels, or characters of the text8 alphabet) are the states. Images get an
 x0-predicting U-Net on one-hot planes (`ImageX0Net`), sequences a bidirectional transformer. Training minimises
@@ -12,11 +12,9 @@ use `split(fold_in(key(seed), 4), num_samples)`.
 """
 
 import argparse
-import json
 import math
 import os
 import sys
-import time
 
 import equinox as eqx
 import jax
@@ -26,10 +24,41 @@ import numpy as np
 import scoreflow as sf
 
 from .. import data as sfd, train as sft
-from .main import DEFAULTS, TABLE, UsageError, _count_params, _read_metrics, load_data
+from . import registry
+from .datasets import load_data
+from .options import COMMON, Option, UsageError, nonneg_float, positive_int
+from .run import Run, count_params
+from .table import TABLE
 
 
-# Options of `train` that D3PM runs use (their values come from the command line, defaults in main.DEFAULTS).
+TRAIN_OPTIONS = (
+    Option(
+        "transition",
+        None,
+        "forward transition: discretised Gaussian (ordinal levels; linear betas 0.02..1), uniform (cosine), "
+        "or absorbing [MASK] (mutual-information schedule)",
+        choices=tuple(sorted(TABLE["transition"])),
+        default_text="gaussian for images and vectors, absorbing for text",
+    ),
+    Option("timesteps", 1000, "number of diffusion steps T", positive_int),
+    Option(
+        "hybrid_coeff",
+        None,
+        "weight of the auxiliary cross-entropy in the hybrid loss, with the whole bound weighted 1; "
+        "0 trains on the bound alone",
+        nonneg_float,
+        default_text="0.001 * T, D3PM's 0.001 on a single-step term",
+    ),
+    Option(
+        "eval_examples",
+        1000,
+        "first test examples on which the exact bound (all T terms) is reported",
+        positive_int,
+    ),
+    Option("seq_len", 64, "characters per sequence of --data text / text8:PATH", positive_int),
+)
+_D3PM = {o.key: o for o in TRAIN_OPTIONS}
+# Options of `train` shared with the other families that D3PM runs use.
 SHARED = (
     "data",
     "bits",
@@ -52,31 +81,8 @@ SHARED = (
     "keep",
     "num_samples",
 )
-# Options of `train` for D3PM runs only (argparse default None), with their defaults; transition and
-# hybrid_coeff are resolved from the data and T.
-D3PM_DEFAULTS = dict(transition=None, timesteps=1000, hybrid_coeff=None, seq_len=64, eval_examples=1000)
-# Continuous-model options a D3PM run does not use: giving one a non-default value is an error, not ignored.
-CONTINUOUS_ONLY = tuple(k for k in DEFAULTS if k not in SHARED)
+_COMMON = {o.key: o for o in COMMON}
 _EVAL_CHUNK = 256
-
-
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def check_not_given(a: argparse.Namespace) -> None:
-    """For `--model continuous`: the D3PM-only options must not be given."""
-    for k in D3PM_DEFAULTS:
-        if getattr(a, k) is not None:
-            raise UsageError(f"{_flag(k)} {getattr(a, k)} applies to --model d3pm only (got --model {a.model})")
-
-
-def _check_options(a: argparse.Namespace) -> None:
-    for k in CONTINUOUS_ONLY:
-        if getattr(a, k) != DEFAULTS[k]:
-            v = getattr(a, k)
-            shown = ",".join(map(str, v)) if isinstance(v, list) else v
-            raise UsageError(f"{_flag(k)} {shown} does not apply to --model d3pm (it is for --model continuous)")
 
 
 def _resolve(c: dict, ds: sfd.Dataset) -> None:
@@ -218,143 +224,7 @@ def _eval_levels(c: dict, ds: sfd.Dataset) -> np.ndarray:
     return ds.levels("test")[: c["eval_examples"]].astype(np.int32)
 
 
-def cmd_train(a: argparse.Namespace) -> int:
-    start = time.time()
-    if a.resume:
-        if a.out is None:
-            raise UsageError("--resume needs --out RUN (the run folder to continue)")
-        with open(os.path.join(a.out, "config.json")) as f:
-            c = json.load(f)["config"]
-        print(f"resuming {a.out} with its saved config (other options are ignored)", file=sys.stderr)
-    else:
-        _check_options(a)
-        c = {k: getattr(a, k) for k in SHARED}
-        c["model"] = "d3pm"
-        c.update({k: D3PM_DEFAULTS[k] if getattr(a, k) is None else getattr(a, k) for k in D3PM_DEFAULTS})
-        if a.out is None:
-            tag = c["data"].replace(":", "-").replace(os.sep, "_").strip("._") or "data"
-            a.out = os.path.join("runs", f"{tag}-d3pm-{time.strftime('%Y%m%d-%H%M%S')}")
-        if os.path.exists(os.path.join(a.out, "config.json")):
-            raise UsageError(
-                f"--out {a.out!r}: already holds a run; pass --resume to continue it or choose another --out"
-            )
-    ds = load_data(c)
-    _resolve(c, ds)
-    run = a.out
-    os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
-    transition = build_transition(c, ds.num_levels)
-    state, optimiser = build_state(c, ds, transition)
-    mesh = sft.make_mesh()
-    state = sft.replicate(state, mesh)  # placed as the loop places it: the step-0 and final bounds compile once
-    metrics_path = os.path.join(run, "metrics.jsonl")
-    levels = _eval_levels(c, ds)
-    key = eval_key(c["seed"])
-    t0 = time.time()
-    if a.resume:
-        restored = sft.restore_latest(os.path.join(run, "checkpoints"), state)
-        if restored is not None:
-            state = restored[0]
-        done = int(state.step)
-        kept = _read_metrics(metrics_path, upto=done)
-        with open(metrics_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-        print(f"restored step {done}", file=sys.stderr)
-    else:
-        config = {
-            "config": c,
-            "data": {
-                "name": ds.name,
-                "source": ds.source,
-                "shape": list(ds.shape),
-                "num_levels": ds.num_levels,
-                "alphabet": ds.alphabet,
-                "n_train": len(ds.train),
-                "n_test": len(ds.test),
-            },
-            "transition": {
-                "class": type(transition).__name__,
-                "num_states": transition.num_states,
-                "num_steps": transition.num_steps,
-            },
-            "parameters": _count_params(state.model),
-            "devices": [str(d) for d in jax.devices()],
-            "versions": {"scoreflow": sf.__version__, "jax": jax.__version__},
-        }
-        with open(os.path.join(run, "config.json"), "w") as f:
-            json.dump(config, f, indent=2)
-        initial = float(np.mean(test_bound(state.model, transition, levels, key)))
-        with open(metrics_path, "w") as f:
-            f.write(json.dumps({"step": 0, "test_bound_bpd": initial, "time": round(time.time() - t0, 3)}) + "\n")
-    print(
-        f"run folder: {run}  |  D3PM {c['transition']}, T={c['timesteps']}, {transition.num_states} states  |  "
-        f"data {ds.name} {ds.shape}, {len(ds.train)} train / {len(ds.test)} test  |  "
-        f"{_count_params(state.model)} parameters",
-        file=sys.stderr,
-    )
-
-    step_fn = sft.make_train_step(
-        build_objective(transition, c["hybrid_coeff"]), optimiser, ema_decay=c["ema_decay"], mesh=mesh
-    )
-    metrics_file = open(metrics_path, "a")
-
-    def log(step, m):
-        metrics_file.write(json.dumps({"step": step, **m, "time": round(time.time() - t0, 3)}) + "\n")
-        metrics_file.flush()
-
-    t_train = time.time()
-    try:
-        state = sft.train_loop(
-            state,
-            step_fn,
-            ds.levels("train").astype(np.int32),
-            num_steps=c["steps"],
-            batch_size=c["batch_size"],
-            accumulate=c["accumulate"],
-            seed=c["seed"],
-            mesh=mesh,
-            checkpoint_dir=os.path.join(run, "checkpoints"),
-            checkpoint_every=c["checkpoint_every"],
-            keep=c["keep"],
-            log_every=c["log_every"],
-            callback=log,
-            progress=not a.no_progress,
-        )
-        train_time = time.time() - t_train
-        model = state.ema if state.ema is not None else state.model
-        per_example = test_bound(model, transition, levels, key)
-        bound = float(np.mean(per_example))
-        log(int(state.step), {"test_bound_bpd": bound})
-    finally:
-        metrics_file.close()
-
-    records = _read_metrics(metrics_path)
-    results = {
-        "steps": int(state.step),
-        "train_seconds": round(train_time, 1),
-        "test_bound_bpd": bound,
-        "test_bound_bpd_stderr_over_examples": float(per_example.std(ddof=1) / math.sqrt(len(per_example)))
-        if len(per_example) > 1
-        else float("nan"),
-        "initial_test_bound_bpd": next((r["test_bound_bpd"] for r in records if r["step"] == 0), None),
-        "eval_examples": int(len(levels)),
-        "baselines_bpd": sfd.baselines(ds),
-    }
-    samples = draw_samples(
-        model, transition, ds.shape, c["num_samples"], jax.random.fold_in(jax.random.key(c["seed"]), 4)
-    )
-    from .. import plots
-
-    write_samples(os.path.join(run, "samples"), samples, ds, f"{ds.name}: {len(samples)} D3PM samples")
-    reference = {"test bound": bound, "categorical": results["baselines_bpd"]["categorical"]}
-    plots.save_curves(os.path.join(run, "curves.png"), records, reference)
-    results["wall_seconds"] = round(time.time() - start, 1)
-    with open(os.path.join(run, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    print(_summary(c, ds, results))
-    return 0
-
-
-def _summary(c: dict, ds: sfd.Dataset, r: dict) -> str:
+def summary(c: dict, ds: sfd.Dataset, r: dict) -> str:
     unit = "bits/char" if ds.alphabet is not None else "bits/dim"
     what = "per-position categorical (add-one)" if ds.alphabet is not None else "per-pixel categorical (add-one)"
     lines = [
@@ -369,32 +239,139 @@ def _summary(c: dict, ds: sfd.Dataset, r: dict) -> str:
     return "\n".join(lines)
 
 
-def load_run(run: str):
+def load_run(run: str | Run):
     """(config.json contents, config, dataset, transition, restored train state) of a D3PM run folder."""
-    with open(os.path.join(run, "config.json")) as f:
-        cfg = json.load(f)
+    run = Run(run) if isinstance(run, str) else run
+    cfg = run.read_config()
     c = cfg["config"]
     ds = load_data(c)
     transition = build_transition(c, ds.num_levels)
     state, _ = build_state(c, ds, transition)
-    restored = sft.restore_latest(os.path.join(run, "checkpoints"), state)
-    if restored is None:
-        raise UsageError(f"RUN {run!r}: no checkpoint in {os.path.join(run, 'checkpoints')}")
+    state = run.restore(state)
     # placed as during training, so sampling reuses a compilation made by `train` in the same process
-    return cfg, c, ds, transition, sft.replicate(restored[0], sft.make_mesh())
+    return cfg, c, ds, transition, sft.replicate(state, sft.make_mesh())
 
 
-def cmd_sample(a: argparse.Namespace) -> int:
-    for k in ("sampler", "sample_steps"):
-        if getattr(a, k) != DEFAULTS[k]:
-            raise UsageError(
-                f"{_flag(k)} {getattr(a, k)} does not apply to the D3PM run {a.run!r}: it samples ancestrally "
-                "over its T steps"
-            )
-    _, c, ds, transition, state = load_run(a.run)
-    model = state.ema if state.ema is not None else state.model
-    samples = draw_samples(model, transition, ds.shape, a.num_samples, jax.random.key(a.seed))
-    stem = os.path.splitext(a.output)[0] if a.output else os.path.join(a.run, f"samples-seed{a.seed}")
-    path = write_samples(stem, samples, ds, f"{ds.name}: {a.num_samples} D3PM samples")
-    print(f"wrote {path} and {stem}.npy ({a.num_samples} samples, step {int(state.step)})")
-    return 0
+# ---------------------------------------------------------------------------------------------------------------
+class D3PM(registry.AbstractFamily):
+    name = "d3pm"
+    title = "D3PM"
+    help = "discrete diffusion on the data's levels or characters (--transition, --timesteps, ...)"
+    train_options = TRAIN_OPTIONS
+    model_keys = (
+        "model data bits seq_len channels res_blocks attention dropout width depth transition timesteps".split()
+    )
+
+    def config_keys(self) -> tuple[str, ...]:
+        return (*SHARED, "model", *_D3PM)
+
+    def config_from_args(self, a: argparse.Namespace) -> dict:
+        c = {k: getattr(a, k) for k in SHARED}
+        c["model"] = "d3pm"
+        c.update({k: getattr(a, k, o.default) for k, o in _D3PM.items()})
+        return c
+
+    def run_tag(self, c: dict) -> str:
+        return "d3pm"
+
+    def check_config(self, c: dict) -> dict:
+        return c
+
+    def train(self, a: argparse.Namespace, session) -> int:
+        c = session.config
+        run = session.run.path
+        ds = load_data(c)
+        _resolve(c, ds)
+        transition = build_transition(c, ds.num_levels)
+        state, optimiser = build_state(c, ds, transition)
+        mesh = sft.make_mesh()
+        state = sft.replicate(state, mesh)  # placed as the loop places it: the step-0 and final bounds compile once
+        levels = _eval_levels(c, ds)
+        key = eval_key(c["seed"])
+
+        def config_doc():
+            return {
+                "config": c,
+                "data": {
+                    "name": ds.name,
+                    "source": ds.source,
+                    "shape": list(ds.shape),
+                    "num_levels": ds.num_levels,
+                    "alphabet": ds.alphabet,
+                    "n_train": len(ds.train),
+                    "n_test": len(ds.test),
+                },
+                "transition": {
+                    "class": type(transition).__name__,
+                    "num_states": transition.num_states,
+                    "num_steps": transition.num_steps,
+                },
+                "parameters": count_params(state.model),
+                "devices": [str(d) for d in jax.devices()],
+                "versions": {"scoreflow": sf.__version__, "jax": jax.__version__},
+            }
+
+        state = session.begin(state, config_doc)
+        if not session.resume:
+            initial = float(np.mean(test_bound(state.model, transition, levels, key)))
+            session.log(0, {"test_bound_bpd": initial})
+        print(
+            f"run folder: {run}  |  D3PM {c['transition']}, T={c['timesteps']}, {transition.num_states} states  |  "
+            f"data {ds.name} {ds.shape}, {len(ds.train)} train / {len(ds.test)} test  |  "
+            f"{count_params(state.model)} parameters",
+            file=sys.stderr,
+        )
+        step_fn = sft.make_train_step(
+            build_objective(transition, c["hybrid_coeff"]), optimiser, ema_decay=c["ema_decay"], mesh=mesh
+        )
+        state = session.loop(state, step_fn, ds.levels("train").astype(np.int32), mesh=mesh)
+        model = state.ema if state.ema is not None else state.model
+        per_example = test_bound(model, transition, levels, key)
+        bound = float(np.mean(per_example))
+        session.log(int(state.step), {"test_bound_bpd": bound})
+
+        records = session.run.read_metrics()
+        results = {
+            "steps": int(state.step),
+            "train_seconds": round(session.train_seconds, 1),
+            "test_bound_bpd": bound,
+            "test_bound_bpd_stderr_over_examples": float(per_example.std(ddof=1) / math.sqrt(len(per_example)))
+            if len(per_example) > 1
+            else float("nan"),
+            "initial_test_bound_bpd": next((r["test_bound_bpd"] for r in records if r["step"] == 0), None),
+            "eval_examples": int(len(levels)),
+            "baselines_bpd": sfd.baselines(ds),
+        }
+        samples = draw_samples(
+            model, transition, ds.shape, c["num_samples"], jax.random.fold_in(jax.random.key(c["seed"]), 4)
+        )
+        from .. import plots
+
+        write_samples(os.path.join(run, "samples"), samples, ds, f"{ds.name}: {len(samples)} D3PM samples")
+        reference = {"test bound": bound, "categorical": results["baselines_bpd"]["categorical"]}
+        plots.save_curves(os.path.join(run, "curves.png"), records, reference)
+        results["wall_seconds"] = session.wall_seconds()
+        session.run.write_json("results.json", results)
+        print(summary(c, ds, results))
+        return 0
+
+    def sample(self, a: argparse.Namespace, run) -> int:
+        _, c, ds, transition, state = load_run(run)
+        model = state.ema if state.ema is not None else state.model
+        num_samples = 64 if a.num_samples is None else a.num_samples
+        seed = 1 if a.seed is None else a.seed
+        samples = draw_samples(model, transition, ds.shape, num_samples, jax.random.key(seed))
+        stem = os.path.splitext(a.output)[0] if a.output else run.file(f"samples-seed{seed}")
+        path = write_samples(stem, samples, ds, f"{ds.name}: {num_samples} D3PM samples")
+        print(f"wrote {path} and {stem}.npy ({num_samples} samples, step {int(state.step)})")
+        return 0
+
+    def nll(self, a: argparse.Namespace, run) -> int:
+        raise UsageError(
+            f"RUN {run.path!r} is a D3PM run (--model d3pm): `nll` computes the probability-flow likelihood of "
+            "continuous models; a D3PM run reports its exact bound as test_bound_bpd in results.json "
+            "(`scoreflow info RUN`)"
+        )
+
+
+D3PM_FAMILY = registry.register(D3PM())

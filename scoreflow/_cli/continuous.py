@@ -1,0 +1,425 @@
+"""`--model continuous` (the default): a continuous-time score model (VDM bound or denoising score matching),
+evaluated by the test VLB and the probability-flow likelihood, sampled by any of scoreflow's samplers."""
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import scoreflow as sf
+
+from .. import data as sfd, train as sft
+from . import registry
+from .datasets import load_data
+from .options import (
+    COMMON,
+    Option,
+    UsageError,
+    finite_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
+from .run import count_params
+from .table import TABLE
+
+
+def _choices(name: str) -> tuple[str, ...]:
+    return tuple(sorted(TABLE[name]))
+
+
+SAMPLE_OPTIONS = (
+    Option("sampler", "dpm-solver", "sampler", choices=_choices("sampler")),
+    Option("sample_steps", 50, "steps of fixed-step samplers", positive_int),
+)
+NLL_OPTIONS = (
+    Option("solver", "tsit5", "diffrax ODE solver", choices=_choices("solver")),
+    Option("rtol", 1e-3, "relative tolerance", positive_float),
+    Option("atol", 1e-3, "absolute tolerance", positive_float),
+    Option("divergence", "exact", "exact trace or Hutchinson estimator", choices=_choices("divergence")),
+    Option("probes", 1, "Hutchinson probes", positive_int),
+    Option(
+        "dequantisation",
+        "discretised",
+        "from density to discrete bits: VDM's discretised bound or uniform noise",
+        choices=_choices("dequantisation"),
+    ),
+)
+TRAIN_OPTIONS = (
+    Option("network", "unet", "U-Net for images, MLP for vectors", choices=_choices("network")),
+    Option("parameterisation", "eps", "what the network predicts", choices=_choices("parameterisation")),
+    Option("sde", "vp", "forward process", choices=_choices("sde")),
+    Option(
+        "schedule",
+        "learned",
+        "noise schedule of vp/subvp; 'learned' is VDM's monotone network",
+        choices=_choices("schedule"),
+    ),
+    Option(
+        "gamma_min",
+        -8.0,
+        "-log SNR at t=0 of the learned, cosine and fixed-linear schedules; -8 leaves 17-level data a "
+        "reconstruction cost near 0",
+        finite_float,
+    ),
+    Option("gamma_max", 5.0, "-log SNR at t=1", finite_float),
+    Option("schedule_hidden", 64, "width of the learned schedule", positive_int),
+    Option(
+        "loss",
+        "vdm",
+        "; ".join(f"{k}: {v}" for k, v in TABLE["loss"].items()),
+        choices=tuple(sorted(TABLE["loss"])),
+    ),
+    Option("weighting", "simple", "DSM loss weighting", choices=_choices("weighting")),
+    Option("eval_repeats", 4, "time/noise draws per test example for the test VLB", positive_int),
+    Option(
+        "nll_examples",
+        4,
+        "held-out examples for the probability-flow likelihood; 0 skips it",
+        nonneg_int,
+    ),
+    *SAMPLE_OPTIONS,
+    *NLL_OPTIONS,
+)
+_ORDER = (
+    "data bits network channels res_blocks attention dropout width depth parameterisation sde schedule "
+    "schedule_hidden gamma_min gamma_max loss weighting steps batch_size accumulate lr warmup clip ema_decay seed "
+    "log_every checkpoint_every keep eval_repeats nll_examples num_samples sampler sample_steps solver rtol atol "
+    "divergence probes dequantisation"
+).split()
+_OPTIONS = {o.key: o for o in (*COMMON, *TRAIN_OPTIONS)}
+DEFAULTS = {k: _OPTIONS[k].default for k in _ORDER}
+"""The config of the main job (`scoreflow train` with no arguments), in config.json's order."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def check_config(c: dict, ds: sfd.Dataset) -> None:
+    """Combinations that cannot work, reported before anything is built."""
+    shape = ds.shape
+    if ds.alphabet is not None:
+        raise UsageError(f"--data {c['data']}: character data need --model d3pm (got --model continuous)")
+    if c["loss"] == "vdm":
+        if c["sde"] != "vp":
+            raise UsageError(
+                f"--loss vdm needs --sde vp (the VDM bound is for variance-preserving processes); got --sde {c['sde']}"
+            )
+        if ds.num_levels is None:
+            raise UsageError(
+                f"--loss vdm needs quantised data (images with a bit depth); --data {c['data']} is continuous: "
+                "use --loss dsm"
+            )
+    if c["network"] == "unet":
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise UsageError(
+                f"--network unet needs square images (C, H, W); --data {c['data']} has examples of shape "
+                f"{shape}: use --network mlp"
+            )
+        factor = 2 ** (len(c["channels"]) - 1)
+        if not c["channels"] or shape[-1] % factor or any(ch % 8 for ch in c["channels"]):
+            raise UsageError(
+                f"--channels {','.join(map(str, c['channels']))}: needs multiples of 8, one per level, with "
+                f"image size {shape[-1]} divisible by 2^(levels - 1)"
+            )
+        sizes = [shape[-1] // 2**i for i in range(len(c["channels"]))]
+        if any(a not in sizes for a in c["attention"]):
+            raise UsageError(f"--attention {','.join(map(str, c['attention']))}: resolutions must be among {sizes}")
+    if c["network"] == "mlp" and len(shape) != 1:
+        raise UsageError(
+            f"--network mlp needs vector data; --data {c['data']} has examples of shape {shape}: use --network unet"
+        )
+    if not c["gamma_min"] < c["gamma_max"]:
+        raise UsageError(f"--gamma-min {c['gamma_min']} must be below --gamma-max {c['gamma_max']}")
+    if c["schedule"] == "learned" and c["sde"] not in ("vp", "subvp"):
+        raise UsageError(f"--schedule applies to --sde vp/subvp only; got --sde {c['sde']} with --schedule learned")
+    n_dev = jax.device_count()
+    if c["batch_size"] % n_dev:
+        raise UsageError(f"--batch-size {c['batch_size']}: must be divisible by the number of devices ({n_dev})")
+
+
+def build_model(c: dict, shape: tuple[int, ...]) -> sf.ScoreModel:
+    k_net, k_sched = jax.random.split(jax.random.key(c["seed"]))
+    schedule = TABLE["schedule"][c["schedule"]](c, k_sched)
+    sde = TABLE["sde"][c["sde"]](schedule)
+    net = TABLE["network"][c["network"]](c, shape, k_net)
+    return sf.ScoreModel(net, sde, TABLE["parameterisation"][c["parameterisation"]]())
+
+
+def _schedule_interior(model):
+    # Same leaves as `sf.learned_schedule_interior`, without its `tuple[Array, ...]` return annotation, which
+    # fails runtime type checking when `eqx.tree_at` calls it on a tree of placeholder leaves.
+    s = model.sde.schedule
+    return (s.w1, s.b1, s.w2, s.b2, s.w3)
+
+
+def build_objective(c: dict, num_levels: int | None):
+    if c["loss"] == "vdm":
+        learned = c["schedule"] == "learned"
+
+        def vdm(model, x, key):
+            if learned:  # VDM's variance-minimising gradient for the schedule's shape
+                loss, grads = sf.vdm_loss_and_grads(
+                    model, x, key=key, num_levels=num_levels, variance_params=_schedule_interior
+                )
+                return (loss, {"bpd": loss}), grads
+            loss, grads = eqx.filter_value_and_grad(
+                lambda m: jnp.mean(sf.batch_vdm_vlb(m, x, key=key, num_levels=num_levels).total)
+            )(model)
+            return (loss, {"bpd": loss}), grads
+
+        return sft.CustomGradient(vdm)
+    weighting = TABLE["weighting"][c["weighting"]]()
+
+    def dsm(model, x, key):
+        return sf.batch_dsm_loss(model, x, key=key, weighting=weighting), {}
+
+    return dsm
+
+
+def build_state(c: dict, shape: tuple[int, ...]):
+    model = build_model(c, shape)
+    optimiser = sft.make_optimiser(
+        c["lr"], total_steps=c["steps"], warmup_steps=min(c["warmup"], c["steps"]), clip_norm=c["clip"]
+    )
+    state = sft.init_state(model, optimiser, key=jax.random.fold_in(jax.random.key(c["seed"]), 1))
+    return state, optimiser
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def vlb_bpd(model, ds, c, key) -> float:
+    """Test-set VLB in bits/dim (mean over examples and `eval_repeats` draws of t and noise)."""
+    x = jnp.asarray(ds.test)
+
+    @eqx.filter_jit
+    def one(m, k):
+        return jnp.mean(sf.batch_vdm_vlb(m, x, key=k, num_levels=ds.num_levels).total)
+
+    return float(np.mean([float(one(model, jax.random.fold_in(key, r))) for r in range(c["eval_repeats"])]))
+
+
+def pf_nll(model, ds, c, n, key) -> dict:
+    """Probability-flow likelihood of the first `n` test examples: bits/dim (quantised) or nats (continuous)."""
+    solver = TABLE["solver"][c["solver"]]()
+    divergence = TABLE["divergence"][c["divergence"]](c["probes"])
+    sde = model.sde
+    kw = dict(solver=solver, rtol=c["rtol"], atol=c["atol"], divergence=divergence)
+    if ds.num_levels is None:
+        x = jnp.asarray(ds.test[:n])
+        res = eqx.filter_jit(lambda m, x, k: sf.log_likelihood(m, m.sde, x, key=k, **kw))(model, x, key)
+        out = {"nll_nats": float(-jnp.mean(res.log_prob)), "nfe": float(jnp.mean(res.nfe)), "examples": int(x.shape[0])}
+        if ds.density is not None:
+            out["exact_nll_nats"] = float(-jnp.mean(ds.density.log_prob(x.astype(ds.density.means.dtype))))
+        return out
+    L = ds.num_levels
+    levels = jnp.asarray(ds.levels("test")[:n])
+    # Level k sits at 2k/(L-1) - 1 (VDM's convention), i.e. the bin [k, k+1) maps to x = shift + scale (k + u).
+    scaling = sf.AffineScaling(scale=2.0 / (L - 1), shift=-1.0 - 1.0 / (L - 1))
+    dequant = TABLE["dequantisation"][c["dequantisation"]](sde)
+
+    @eqx.filter_jit
+    def run(m, levels, k):
+        return sf.bits_per_dim(
+            lambda x, kk: sf.log_likelihood(m, m.sde, x, key=kk, **kw),
+            levels,
+            num_levels=L,
+            key=k,
+            scaling=scaling,
+            dequantisation=dequant,
+        )
+
+    res = run(model, levels, key)
+    bpd = np.asarray(res.bits_per_dim)
+    return {
+        "bpd": float(bpd.mean()),
+        "bpd_stderr_over_examples": float(bpd.std(ddof=1) / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan"),
+        "examples": int(len(bpd)),
+    }
+
+
+def draw_samples(model, shape, c, n, seed) -> np.ndarray:
+    sampler = TABLE["sampler"][c["sampler"]](c["sample_steps"])
+    res = eqx.filter_jit(lambda m, k: sf.sample(m, m.sde, k, (n, *shape), sampler=sampler))(model, jax.random.key(seed))
+    return np.asarray(res.samples)
+
+
+def _write_plots(run: str, model, ds, c, records, reference, samples) -> None:
+    from .. import plots
+
+    shown = np.clip(samples, -1, 1) if ds.num_levels is not None else samples
+    plots.save_samples(
+        os.path.join(run, "samples.png"),
+        shown,
+        density=ds.density,
+        title=f"{ds.name}: {len(samples)} samples ({c['sampler']})",
+    )
+    plots.save_curves(os.path.join(run, "curves.png"), records, reference)
+    sde = model.sde
+    t = np.linspace(float(sde.t0), float(sde.T), 200)
+    lam = np.asarray(jax.vmap(sde.log_snr)(jnp.asarray(t)))
+    init = build_model(c, ds.shape).sde
+    lam0 = np.asarray(jax.vmap(init.log_snr)(jnp.asarray(t)))
+    plots.save_schedule(os.path.join(run, "schedule.png"), t, lam, lam0)
+
+
+def summary(ds, r: dict) -> str:
+    lines = [f"trained {r['steps']} steps in {r['train_seconds']} s (wall {r.get('wall_seconds', '?')} s)"]
+    if "test_vlb_bpd" in r:
+        lines.append(
+            f"  test VLB (VDM bound, EMA model)          {r['test_vlb_bpd']:.4f} bits/dim  ({len(ds.test)} test images)"
+        )
+    pf = r.get("pf")
+    if pf and "bpd" in pf:
+        lines.append(
+            f"  probability-flow likelihood (ODE)        {pf['bpd']:.4f} bits/dim  "
+            f"(+- {pf['bpd_stderr_over_examples']:.3f}, {pf['examples']} test images)"
+        )
+    if pf and "nll_nats" in pf:
+        ex = f", exact density {pf['exact_nll_nats']:.4f}" if "exact_nll_nats" in pf else ""
+        lines.append(
+            f"  probability-flow NLL (ODE)               {pf['nll_nats']:.4f} nats{ex}  ({pf['examples']} test points)"
+        )
+    for name, v in r.get("baselines_bpd", {}).items():
+        what = "per-pixel categorical (add-one)" if name == "categorical" else f"{name} compressor"
+        lines.append(f"  baseline: {what:<31}{v:.4f} bits/dim")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+class Continuous(registry.AbstractFamily):
+    name = "continuous"
+    title = "continuous"
+    help = "continuous-time score model (--sde, --loss, ...: the default job)"
+    train_options = TRAIN_OPTIONS
+    sample_options = SAMPLE_OPTIONS
+    nll_options = NLL_OPTIONS
+    model_keys = (
+        "data bits network channels res_blocks attention dropout width depth parameterisation sde schedule "
+        "schedule_hidden gamma_min gamma_max"
+    ).split()
+
+    def config_keys(self) -> tuple[str, ...]:
+        return tuple(DEFAULTS)
+
+    def config_from_args(self, a: argparse.Namespace) -> dict:
+        return {k: getattr(a, k, DEFAULTS[k]) for k in DEFAULTS}
+
+    def run_tag(self, c: dict) -> str:
+        return c["loss"]
+
+    def check_config(self, c: dict) -> dict:
+        return c
+
+    def train(self, a: argparse.Namespace, session) -> int:
+        c = session.config
+        run = session.run.path
+        ds = load_data(c)
+        check_config(c, ds)
+        state, optimiser = build_state(c, ds.shape)
+
+        def config_doc():
+            return {
+                "config": {k: c[k] for k in DEFAULTS},
+                "data": {
+                    "name": ds.name,
+                    "source": ds.source,
+                    "shape": list(ds.shape),
+                    "num_levels": ds.num_levels,
+                    "n_train": len(ds.train),
+                    "n_test": len(ds.test),
+                },
+                "parameters": count_params(state.model),
+                "devices": [str(d) for d in jax.devices()],
+                "versions": {"scoreflow": sf.__version__, "jax": jax.__version__},
+            }
+
+        state = session.begin(state, config_doc)
+        print(
+            f"run folder: {run}  |  data {ds.name} {ds.shape}, {len(ds.train)} train / {len(ds.test)} test  |  "
+            f"{count_params(state.model)} parameters  |  {jax.device_count()} device(s)",
+            file=sys.stderr,
+        )
+        step_fn = sft.make_train_step(
+            build_objective(c, ds.num_levels), optimiser, ema_decay=c["ema_decay"], mesh=sft.make_mesh()
+        )
+        state = session.loop(state, step_fn, ds.train)
+
+        model = state.ema if state.ema is not None else state.model
+        key = jax.random.fold_in(jax.random.key(c["seed"]), 2)
+        results = {"steps": int(state.step), "train_seconds": round(session.train_seconds, 1)}
+        if ds.num_levels is not None and c["sde"] == "vp":
+            results["test_vlb_bpd"] = vlb_bpd(model, ds, c, key)
+        if c["nll_examples"] > 0:
+            results["pf"] = pf_nll(model, ds, c, min(c["nll_examples"], len(ds.test)), jax.random.fold_in(key, 1))
+        if ds.num_levels is not None:
+            results["baselines_bpd"] = sfd.baselines(ds)
+        samples = draw_samples(model, ds.shape, c, c["num_samples"], c["seed"] + 1)
+        np.save(os.path.join(run, "samples.npy"), samples)
+        reference = {}
+        if "test_vlb_bpd" in results:
+            reference["test VLB"] = results["test_vlb_bpd"]
+        if "baselines_bpd" in results:
+            reference["categorical"] = results["baselines_bpd"]["categorical"]
+        _write_plots(run, model, ds, c, session.run.read_metrics(), reference, samples)
+        results["wall_seconds"] = session.wall_seconds()
+        session.run.write_json("results.json", results)
+        print(summary(ds, results))
+        return 0
+
+    def _load(self, run):
+        c = run.read_config()["config"]
+        ds = load_data(c)
+        state, _ = build_state(c, ds.shape)
+        return c, ds, run.restore(state)
+
+    def sample(self, a: argparse.Namespace, run) -> int:
+        c, ds, state = self._load(run)
+        c = dict(c, **{o.key: o.default if getattr(a, o.key) is None else getattr(a, o.key) for o in SAMPLE_OPTIONS})
+        num_samples = 64 if a.num_samples is None else a.num_samples
+        seed = 1 if a.seed is None else a.seed
+        model = state.ema if state.ema is not None else state.model
+        samples = draw_samples(model, ds.shape, c, num_samples, seed)
+        out = a.output or run.file(f"samples-seed{seed}.png")
+        from .. import plots
+
+        plots.save_samples(
+            out,
+            np.clip(samples, -1, 1) if ds.num_levels is not None else samples,
+            density=ds.density,
+            title=f"{ds.name}: {num_samples} samples ({c['sampler']})",
+        )
+        np.save(os.path.splitext(out)[0] + ".npy", samples)
+        print(f"wrote {out} and {os.path.splitext(out)[0] + '.npy'} ({num_samples} samples, step {int(state.step)})")
+        return 0
+
+    def nll(self, a: argparse.Namespace, run) -> int:
+        c, ds, state = self._load(run)
+        given = {o.key: o.default if getattr(a, o.key) is None else getattr(a, o.key) for o in NLL_OPTIONS}
+        c = dict(c, **given)
+        model = state.ema if state.ema is not None else state.model
+        t = time.time()
+        n = DEFAULTS["nll_examples"] if a.num_examples is None else a.num_examples
+        r = pf_nll(model, ds, c, min(n, len(ds.test)), jax.random.key(0 if a.seed is None else a.seed))
+        r.update(**given, step=int(state.step), seconds=round(time.time() - t, 1))
+        with open(run.file("nll.jsonl"), "a") as f:
+            import json
+
+            f.write(json.dumps(r) + "\n")
+        if "bpd" in r:
+            print(
+                f"{r['bpd']:.4f} bits/dim (+- {r['bpd_stderr_over_examples']:.3f} over {r['examples']} test examples; "
+                f"{c['divergence']}, {c['solver']}, rtol={c['rtol']}, atol={c['atol']}, {c['dequantisation']})"
+            )
+        else:
+            print(
+                f"{r['nll_nats']:.4f} nats NLL over {r['examples']} test points"
+                + (f" (exact density: {r['exact_nll_nats']:.4f})" if "exact_nll_nats" in r else "")
+            )
+        return 0
+
+
+CONTINUOUS = registry.register(Continuous())

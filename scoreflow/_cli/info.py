@@ -1,0 +1,41 @@
+"""`scoreflow info RUN`: a run folder's config, checkpoints, parameters and results."""
+
+import argparse
+import json
+import os
+
+from .. import train as sft
+from .run import Run
+
+
+def add_parser(sub) -> None:
+    i = sub.add_parser(
+        "info", help="summarise a run folder", description="Print RUN's config, checkpoints, parameters and results."
+    )
+    i.add_argument("run", help="run folder written by `scoreflow train`")
+
+
+def run(a: argparse.Namespace) -> int:
+    folder = Run(a.run)
+    cfg = folder.read_config()
+    ckpts = sft.list_checkpoints(folder.checkpoints)
+    metrics = folder.read_metrics()
+    print(f"run {a.run}")
+    print(
+        f"  data        {cfg['data']['name']} {tuple(cfg['data']['shape'])}, {cfg['data']['n_train']} train / "
+        f"{cfg['data']['n_test']} test, levels {cfg['data']['num_levels']}"
+    )
+    print(f"  parameters  {cfg['parameters']}")
+    print("  config      " + " ".join(f"{k}={v}" for k, v in cfg["config"].items()))
+    print(f"  checkpoints {[s for s, _ in ckpts]}")
+    if metrics:
+        last = metrics[-1]
+        print(
+            "  last logged "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items())
+        )
+    res_path = folder.file("results.json")
+    if os.path.exists(res_path):
+        with open(res_path) as f:
+            print("  results     " + json.dumps(json.load(f)))
+    return 0
