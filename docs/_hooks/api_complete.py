@@ -14,8 +14,11 @@ from pathlib import Path
 from mkdocs.exceptions import PluginError
 
 
-_PACKAGES = {"scoreflow": "scoreflow/__init__.py", "scoreflow.data": "scoreflow/data/__init__.py",
-             "scoreflow.train": "scoreflow/train/__init__.py"}
+_PACKAGES = {
+    "scoreflow": "scoreflow/__init__.py",
+    "scoreflow.data": "scoreflow/data/__init__.py",
+    "scoreflow.train": "scoreflow/train/__init__.py",
+}
 
 
 def _reexports(path: Path) -> list[str]:
