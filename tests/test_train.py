@@ -220,3 +220,34 @@ def test_eight_devices_match_one_device():
     np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-10)
     for a, b in zip(one["params"], eight["params"], strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-11)
+
+
+def test_should_stop_saves_and_returns_at_the_step_boundary(tmp_path):
+    data = _regression()
+    opt = sft.make_optimiser(0.05, total_steps=12, warmup_steps=3)
+    state = sft.init_state(_linear(), opt, key=jax.random.key(42))
+    step = sft.make_train_step(_mse, opt)
+    polls, firsts = [], []
+
+    def should_stop():
+        polls.append(len(polls) + 1)
+        return len(polls) == 3  # polled after steps 1, 2, 3
+
+    out = sft.train_loop(
+        state,
+        step,
+        data,
+        num_steps=12,
+        batch_size=16,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=10,
+        progress=False,
+        checkpoint_metadata=lambda s: {"at": s},
+        should_stop=should_stop,
+        on_first_step=lambda: firsts.append(len(polls)),
+    )
+    assert int(out.step) == 3 and polls == [1, 2, 3] and firsts == [0]
+    assert [s for s, _ in sft.list_checkpoints(tmp_path)] == [3]
+    back, meta = sft.restore_latest(tmp_path, state)
+    assert int(back.step) == 3 and meta == {"step": 3, "at": 3}
+    np.testing.assert_array_equal(np.asarray(back.model.w), np.asarray(out.model.w))

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     i.add_argument("run", help="run folder written by `scoreflow train`")
 
 
-def run(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace, interrupts) -> int:
     folder = Run(a.run)
     cfg = folder.read_config()
     ckpts = sft.list_checkpoints(folder.checkpoints)

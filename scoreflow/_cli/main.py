@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from . import continuous as continuous, d3pm as d3pm, info, nll, sample, train
+from .interrupt import Interrupted, Interrupts
 from .options import UsageError
 
 
@@ -36,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = parser()
     a = p.parse_args(argv)
-    try:
-        return COMMANDS[a.command].run(a)
-    except (UsageError, sft.CheckpointError) as e:
-        p.exit(2, f"scoreflow {a.command}: error: {e}\n")
+    with Interrupts(a.command) as interrupts:
+        try:
+            return COMMANDS[a.command].run(a, interrupts)
+        except (UsageError, sft.CheckpointError) as e:
+            p.exit(2, f"scoreflow {a.command}: error: {e}\n")
+        except Interrupted as e:
+            print(e, file=sys.stderr)
+            return e.exit_code
 
 
 if __name__ == "__main__":

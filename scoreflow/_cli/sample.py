@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
             o.add_to(s, default=None)
 
 
-def run(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace, interrupts) -> int:
     folder = Run(a.run)
     family = registry.get(family_name(folder.read_config()))
     registry.refuse_foreign(a, family, "sample_options", f"the {family.title} run {a.run!r}")

@@ -9,15 +9,17 @@ import sys
 import time
 
 from .. import train as sft
+from .interrupt import Interrupted, Interrupts
 from .run import Run
 
 
 class Session:
     """`run`: the run folder; `config`: the resolved config; `resume`: whether it continues a run;
-    `progress`: whether to draw progress bars."""
+    `progress`: whether to draw progress bars; `interrupts`: the command's signal handling."""
 
-    def __init__(self, run: Run, config: dict, *, resume: bool, progress: bool):
+    def __init__(self, run: Run, config: dict, *, resume: bool, progress: bool, interrupts: Interrupts):
         self.run = run
+        self.interrupts = interrupts
         self.config = config
         self.resume = resume
         self.progress = progress
@@ -55,11 +57,19 @@ class Session:
                 f.write(line)
 
     def loop(self, state, step_fn, data, *, mesh=None):
-        """`train_loop` with the config's settings, logging to metrics.jsonl. Returns the final state."""
+        """`train_loop` with the config's settings, logging to metrics.jsonl. Returns the final state.
+
+        Raises `Interrupted` (after the loop has written a checkpoint) if SIGINT or SIGTERM arrived."""
         c = self.config
+        intr = self.interrupts
         self._t0 = time.time()
         self._metrics = open(self.run.metrics_path, "a")
         t = time.time()
+        intr.doing = "compilation of the training step"
+
+        def first_step():
+            intr.set_training(True)
+
         try:
             state = sft.train_loop(
                 state,
@@ -76,11 +86,23 @@ class Session:
                 log_every=c["log_every"],
                 callback=self.log,
                 progress=self.progress,
+                should_stop=lambda: intr.requested is not None,
+                on_first_step=first_step,
             )
         finally:
+            intr.set_training(False)
+            intr.doing = "evaluation after training"
             self._metrics.close()
             self._metrics = None
         self.train_seconds = time.time() - t
+        if intr.requested is not None:
+            step = int(state.step)
+            where = sft.checkpoint_path(self.run.checkpoints, step)
+            raise Interrupted(
+                f"scoreflow train: stopped by {intr.signal_name} at step {step} of {c['steps']}; checkpoint "
+                f"written: {where}\n  continue with: scoreflow train --resume --out {self.run.path}",
+                128 + intr.requested,
+            )
         return state
 
     def wall_seconds(self) -> float:

@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
         o.add_to(g)
 
 
-def run(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace, interrupts) -> int:
     if a.resume:
         if a.out is None:
             raise UsageError("--resume needs --out RUN (the run folder to continue)")
@@ -79,5 +79,5 @@ def run(a: argparse.Namespace) -> int:
             raise UsageError(
                 f"--out {a.out!r}: already holds a run; pass --resume to continue it or choose another --out"
             )
-    session = Session(folder, c, resume=a.resume, progress=not a.no_progress)
+    session = Session(folder, c, resume=a.resume, progress=not a.no_progress, interrupts=interrupts)
     return family.train(a, session)

@@ -94,7 +94,9 @@ def train_loop(
     log_every: int = 10,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
-    checkpoint_metadata: dict | None = None,
+    checkpoint_metadata: dict | Callable[[int], dict] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_first_step: Callable[[], None] | None = None,
 ) -> TrainState:
     """Run `step_fn` from `state.step` up to `num_steps`, on batches drawn by `batch_indices`.
 
@@ -102,7 +104,12 @@ def train_loop(
     micro-batches of `batch_size` examples (leaves shaped `(accumulate, batch_size, ...)`), sharded over the
     `data` axis of `mesh` (default: all devices). Every `log_every` steps the metrics are fetched, shown on
     the progress bar and passed to `callback(step, metrics)`; every `checkpoint_every` steps and at the end
-    the state is saved to `checkpoint_dir` (if given). Returns the final state.
+    the state is saved to `checkpoint_dir` (if given), with `checkpoint_metadata` (a dict, or a function of the
+    step returning one) in its header. Returns the final state.
+
+    `on_first_step()` is called once the first step has returned (i.e. after its compilation), before the
+    progress bar appears. `should_stop()` is polled after every step: when it returns True the state is saved
+    (if `checkpoint_dir` is given) and returned early, with `state.step < num_steps`.
     """
     if num_steps < 0 or batch_size < 1 or accumulate < 1 or log_every < 1 or checkpoint_every < 1:
         raise ValueError(
@@ -115,16 +122,24 @@ def train_loop(
     state = replicate(state, mesh)
     start = int(state.step)
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=num_steps, initial=start, file=sys.stderr, dynamic_ncols=True, desc="train")
+    def save(step):
+        meta = checkpoint_metadata(step) if callable(checkpoint_metadata) else checkpoint_metadata
+        save_state(checkpoint_dir, state, keep=keep, metadata=meta)
+
     try:
         for step in range(start, num_steps):
             idx = batch_indices(n, batch_size * accumulate, step, seed).reshape(accumulate, batch_size)[:, rows]
             batch = shard_batch(jax.tree.map(lambda a, i=idx: a[i], data), mesh, batch_axis=1)
             state, metrics = step_fn(state, batch)
             done = step + 1
+            if step == start:
+                if on_first_step is not None:
+                    on_first_step()
+                if progress:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=num_steps, initial=start, file=sys.stderr, dynamic_ncols=True, desc="train")
             if done % log_every == 0 or done == num_steps:
                 m = {k: float(v) for k, v in metrics.items()}
                 if bar is not None:
@@ -133,8 +148,13 @@ def train_loop(
                     callback(done, m)
             if bar is not None:
                 bar.update(1)
-            if checkpoint_dir is not None and (done % checkpoint_every == 0 or done == num_steps):
-                save_state(checkpoint_dir, state, keep=keep, metadata=checkpoint_metadata)
+            saved = done % checkpoint_every == 0 or done == num_steps
+            if checkpoint_dir is not None and saved:
+                save(done)
+            if should_stop is not None and done < num_steps and should_stop():
+                if checkpoint_dir is not None and not saved:
+                    save(done)
+                break
     finally:
         if bar is not None:
             bar.close()
