@@ -1,3 +1,5 @@
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -116,3 +118,50 @@ def test_jit_vmap_no_retrace(getkey):
     np.testing.assert_allclose(out, jnp.stack([model(0.4, xi) for xi in x]), rtol=1e-12)
     f(model, jnp.asarray(0.7), x + 1.0)
     assert len(traces) == 1
+
+
+def test_bad_covariances_and_weights_are_named():
+    eye = jnp.eye(2)
+    means = jnp.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"positive definite; covariances\[1\] has smallest eigenvalue -1"):
+        sf.GaussianMixture(jnp.ones(2), means, jnp.stack([eye, jnp.diag(jnp.array([1.0, -1.0]))]))
+    with pytest.raises(ValueError, match=r"positive definite; covariances\[0\]"):
+        sf.GaussianMixture(jnp.ones(2), means, jnp.stack([jnp.zeros((2, 2)), eye]))
+    with pytest.raises(ValueError, match=r"symmetric; covariances\[0\] has max \|S - S\^T\| = 0.5"):
+        sf.GaussianMixture(jnp.ones(2), means, jnp.stack([jnp.array([[1.0, 0.5], [0.0, 1.0]]), eye]))
+    with pytest.raises(ValueError, match=r"finite; covariances\[1\]"):
+        sf.GaussianMixture(jnp.ones(2), means, jnp.stack([eye, eye.at[0, 1].set(jnp.nan)]))
+    with pytest.raises(ValueError, match="not all be zero"):
+        sf.GaussianMixture(jnp.zeros(2), means, jnp.stack([eye, eye]))
+    with pytest.raises(ValueError, match=r"`weights` must be finite.*nan"):
+        sf.GaussianMixture(jnp.array([1.0, jnp.nan]), means, jnp.stack([eye, eye]))
+    with pytest.raises(ValueError, match=r"`means` must be finite; means\[1\]"):
+        sf.GaussianMixture(jnp.ones(2), means.at[1, 0].set(jnp.inf), jnp.stack([eye, eye]))
+    # symmetric to rounding (A A^T in float32) is accepted
+    a = jax.random.normal(jax.random.key(0), (1, 3, 3), jnp.float32)
+    sf.GaussianMixture(jnp.ones(1, jnp.float32), jnp.zeros((1, 3), jnp.float32), a @ jnp.swapaxes(a, 1, 2) + 0.1)
+
+
+def test_bad_covariance_under_jit_raises():
+    make = eqx.filter_jit(lambda c: sf.GaussianMixture(jnp.ones(1), jnp.zeros((1, 2)), c).log_prob(jnp.zeros(2)))
+    assert jnp.isfinite(make(jnp.eye(2)[None]))
+    with pytest.raises(Exception, match="positive definite"):
+        make(jnp.diag(jnp.array([1.0, -1.0]))[None])
+
+
+def test_eigendecomposition_and_affine_marginal(getkey):
+    gmm = mixture_full(getkey(), k=3, d=4)
+    a = jax.random.normal(getkey(), (3, 4, 4))
+    covs = jnp.einsum("kij,klj->kil", a, a) + 0.2 * jnp.eye(4)[None]
+    gmm = sf.GaussianMixture(gmm.weights, gmm.means, covs)
+    np.testing.assert_allclose(gmm.covariances, covs, rtol=1e-12, atol=1e-12)
+    direct = sf.GaussianMixture(gmm.weights, 0.7 * gmm.means, 0.49 * covs + 0.09 * jnp.eye(4)[None])
+    moved = gmm.affine(0.7, 0.3)
+    x = direct.sample(seed=getkey(), sample_shape=(10,))
+    np.testing.assert_allclose(moved.log_prob(x), direct.log_prob(x), rtol=1e-12)
+    np.testing.assert_allclose(moved.score(x), direct.score(x), rtol=1e-10, atol=1e-12)
+    # no factorisation in the compiled score: the jaxpr of the analytic score holds no LAPACK call
+    sde = sf.VPSDE(sf.LinearSchedule())
+    jaxpr = str(jax.make_jaxpr(lambda t, x: sf.AnalyticScore(gmm, sde)(t, x))(0.5, x[0]))
+    for prim in ("cholesky", "triangular_solve", "eigh", "lu", "qr", "householder_product"):
+        assert re.search(rf"\b{prim}\b", jaxpr) is None, prim

@@ -1,4 +1,3 @@
-import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Conditioning, ScalarLike
@@ -11,7 +10,8 @@ from .mixture import GaussianMixture
 def marginal(mixture: GaussianMixture, sde: AbstractSDE, t: ScalarLike) -> GaussianMixture:
     r"""The perturbed marginal $p_t$ of a Gaussian-mixture $p_0$ under a linear SDE, in closed form.
 
-    $x_t = \alpha x_0 + \sigma\epsilon$ gives $p_t = \sum_k w_k N(\alpha\mu_k, \alpha^2\Sigma_k + \sigma^2 I)$.
+    $x_t = \alpha x_0 + \sigma\epsilon$ gives $p_t = \sum_k w_k N(\alpha\mu_k, \alpha^2\Sigma_k + \sigma^2 I)$;
+    the covariances keep their eigenvectors, so nothing is factorised per call (safe in compiled loops).
     """
     if not isinstance(mixture, GaussianMixture):
         raise TypeError(f"`mixture` must be a GaussianMixture; got {type(mixture).__name__}")
@@ -19,12 +19,7 @@ def marginal(mixture: GaussianMixture, sde: AbstractSDE, t: ScalarLike) -> Gauss
     if t.ndim != 0:
         raise ValueError(f"`t` must be a scalar; got shape {t.shape}")
     alpha, sigma = sde.alpha_sigma(t)
-    dtype = mixture.means.dtype
-    alpha, sigma = alpha.astype(dtype), sigma.astype(dtype)
-    eye = jnp.eye(mixture.dim, dtype=dtype)
-    return GaussianMixture(
-        mixture.weights, alpha * mixture.means, alpha**2 * mixture.covariances + (sigma**2 * eye)[None]
-    )
+    return mixture.affine(alpha, sigma)
 
 
 class AnalyticScore(AbstractScoreModel):
