@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._misc import check_int
 from .._sde import AbstractSDE
 
 
@@ -77,8 +78,7 @@ class UniformDequantisation(AbstractDequantisation):
     num_samples: int = eqx.field(default=1, static=True)
 
     def __check_init__(self):
-        if not (isinstance(self.num_samples, int) and self.num_samples >= 1):
-            raise ValueError(f"UniformDequantisation needs `num_samples` >= 1; got num_samples={self.num_samples!r}")
+        check_int("UniformDequantisation", "num_samples", self.num_samples, 1)
 
     def log_prob_bound(
         self,
@@ -117,8 +117,7 @@ class DiscretisedBound(AbstractDequantisation):
     num_samples: int = eqx.field(default=1, static=True)
 
     def __check_init__(self):
-        if not (isinstance(self.num_samples, int) and self.num_samples >= 1):
-            raise ValueError(f"DiscretisedBound needs `num_samples` >= 1; got num_samples={self.num_samples!r}")
+        check_int("DiscretisedBound", "num_samples", self.num_samples, 1)
         if self.t0 is not None and not (0.0 < self.t0 < self.sde.T):
             raise ValueError(f"DiscretisedBound needs 0 < t0 < T = {self.sde.T}; got t0={self.t0}")
 

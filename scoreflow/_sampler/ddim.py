@@ -4,10 +4,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._misc import check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from ._steps import ddim_step
 from .base import AbstractSampler, Hook, ScoreFn, apply_hook
-from .discretisation import AbstractTimeDiscretisation, UniformTime
+from .discretisation import GRID, AbstractTimeDiscretisation, UniformTime
 
 
 class DDIM(AbstractSampler):
@@ -21,10 +22,9 @@ class DDIM(AbstractSampler):
     discretisation: AbstractTimeDiscretisation = UniformTime()
 
     def __check_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"DDIM needs steps >= 1; got steps={self.steps}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"DDIM needs 0 <= eta <= 1; got eta={self.eta}")
+        check_int("DDIM", "steps", self.steps, 1)
+        check_real("DDIM", "eta", self.eta, 0.0, 1.0)
+        check_instance("DDIM", "discretisation", self.discretisation, AbstractTimeDiscretisation, GRID)
 
     def sample_one(
         self,

@@ -11,11 +11,13 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._misc import check_real
 from .._sde import AbstractSDE, time_from_log_snr
 
 
 # The end time: a number, or a traced scalar (a sampler may derive it from the SDE inside `jit`).
 EndTime = float | Float[Array, ""]
+GRID = "a time grid (UniformTime(), KarrasTime(), LogSNRUniformTime())"
 
 
 def _fraction(steps: int, dtype) -> Array:
@@ -61,8 +63,7 @@ class KarrasTime(AbstractTimeDiscretisation):
     rho: float = 7.0
 
     def __check_init__(self):
-        if not self.rho > 0:
-            raise ValueError(f"KarrasTime needs rho > 0; got rho={self.rho}")
+        check_real("KarrasTime", "rho", self.rho, 0.0, low_open=True)
 
     def times(self, sde: AbstractSDE, steps: int, t0: EndTime) -> Float[Array, " n"]:
         _check(steps, t0, sde)
@@ -89,8 +90,7 @@ class LogSNRUniformTime(AbstractTimeDiscretisation):
     first_step: float = 1.0
 
     def __check_init__(self):
-        if not self.first_step > 0:
-            raise ValueError(f"LogSNRUniformTime needs first_step > 0; got first_step={self.first_step}")
+        check_real("LogSNRUniformTime", "first_step", self.first_step, 0.0, low_open=True)
 
     def times(self, sde: AbstractSDE, steps: int, t0: EndTime) -> Float[Array, " n"]:
         _check(steps, t0, sde)

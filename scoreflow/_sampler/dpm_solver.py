@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._misc import check_bool, check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from .base import AbstractSampler, Hook, ScoreFn, apply_hook
-from .discretisation import AbstractTimeDiscretisation, LogSNRUniformTime, time_from_log_snr
+from .discretisation import GRID, AbstractTimeDiscretisation, LogSNRUniformTime, time_from_log_snr
 
 
 class DPMSolverPP(AbstractSampler):
@@ -51,12 +52,12 @@ class DPMSolverPP(AbstractSampler):
     denoise_level: float = 0.7
 
     def __check_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"DPMSolverPP needs steps >= 1; got steps={self.steps}")
-        if self.order not in (1, 2, 3):
-            raise ValueError(f"DPMSolverPP supports order 1, 2 or 3; got order={self.order}")
-        if not self.denoise_level > 0:
-            raise ValueError(f"DPMSolverPP needs denoise_level > 0; got denoise_level={self.denoise_level}")
+        check_int("DPMSolverPP", "steps", self.steps, 1)
+        check_int("DPMSolverPP", "order", self.order, 1, 3)
+        check_instance("DPMSolverPP", "discretisation", self.discretisation, AbstractTimeDiscretisation, GRID)
+        check_bool("DPMSolverPP", "final_step_to_zero", self.final_step_to_zero)
+        check_bool("DPMSolverPP", "lower_order_final", self.lower_order_final)
+        check_real("DPMSolverPP", "denoise_level", self.denoise_level, 0.0, low_open=True)
 
     def end_time(self, t0: float) -> float:
         return 0.0 if self.final_step_to_zero else t0

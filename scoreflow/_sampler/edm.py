@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._misc import check_int, check_real
 from .._sde import AbstractSDE
 from .base import AbstractSampler, Hook, ScoreFn, apply_hook
 from .discretisation import KarrasTime, time_from_log_snr
@@ -33,14 +34,12 @@ class EDMHeun(AbstractSampler):
     s_noise: float = 1.0
 
     def __check_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"EDMHeun needs steps >= 1; got steps={self.steps}")
-        if not self.rho > 0:
-            raise ValueError(f"EDMHeun needs rho > 0; got rho={self.rho}")
-        if self.s_churn < 0 or self.s_noise < 0:
-            raise ValueError(
-                f"EDMHeun needs s_churn >= 0 and s_noise >= 0; got {self.s_churn}, {self.s_noise}"
-            )
+        check_int("EDMHeun", "steps", self.steps, 1)
+        check_real("EDMHeun", "rho", self.rho, 0.0, low_open=True)
+        check_real("EDMHeun", "s_churn", self.s_churn, 0.0)
+        check_real("EDMHeun", "s_noise", self.s_noise, 0.0)
+        check_real("EDMHeun", "s_tmin", self.s_tmin, allow_inf=True)
+        check_real("EDMHeun", "s_tmax", self.s_tmax, allow_inf=True)
         if not self.s_tmin <= self.s_tmax:
             raise ValueError(
                 f"EDMHeun needs s_tmin <= s_tmax; got s_tmin={self.s_tmin}, s_tmax={self.s_tmax}"

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Scalar
+from .._misc import check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from ._steps import ddim_step
 from .base import AbstractSampler, Hook, ScoreFn, apply_hook
-from .discretisation import AbstractTimeDiscretisation, UniformTime
+from .discretisation import GRID, AbstractTimeDiscretisation, UniformTime
 
 
 class AbstractPredictor(eqx.Module):
@@ -108,12 +109,8 @@ class Langevin(AbstractCorrector):
     n_steps: int = eqx.field(default=1, static=True)
 
     def __check_init__(self):
-        if not self.snr > 0:
-            raise ValueError(f"Langevin needs snr > 0; got snr={self.snr}")
-        if self.n_steps < 1:
-            raise ValueError(
-                f"Langevin needs n_steps >= 1 (use NoCorrector() for none); got n_steps={self.n_steps}"
-            )
+        check_real("Langevin", "snr", self.snr, 0.0, low_open=True)
+        check_int("Langevin", "n_steps", self.n_steps, 1, hint=" (NoCorrector() for none)")
 
     def step_size(self, sigma: Scalar) -> Scalar:
         r"""$\epsilon = 2\,\mathrm{snr}^2\sigma^2$ for the marginal noise level `sigma`."""
@@ -138,8 +135,12 @@ class PredictorCorrector(AbstractSampler):
     discretisation: AbstractTimeDiscretisation = UniformTime()
 
     def __check_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"PredictorCorrector needs steps >= 1; got steps={self.steps}")
+        check_int("PredictorCorrector", "steps", self.steps, 1)
+        predictors = "a predictor (ReverseDiffusion(), EulerMaruyama(), Ancestral())"
+        check_instance("PredictorCorrector", "predictor", self.predictor, AbstractPredictor, predictors)
+        correctors = "a corrector (Langevin(), NoCorrector())"
+        check_instance("PredictorCorrector", "corrector", self.corrector, AbstractCorrector, correctors)
+        check_instance("PredictorCorrector", "discretisation", self.discretisation, AbstractTimeDiscretisation, GRID)
 
     def sample_one(
         self,

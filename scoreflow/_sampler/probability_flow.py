@@ -3,10 +3,11 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._misc import check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from ._diffrax_steps import count, scan_solver, solver_cost
 from .base import AbstractSampler, Hook, ScoreFn
-from .discretisation import AbstractTimeDiscretisation, UniformTime
+from .discretisation import GRID, AbstractTimeDiscretisation, UniformTime
 
 
 class ProbabilityFlow(AbstractSampler):
@@ -14,8 +15,8 @@ class ProbabilityFlow(AbstractSampler):
     $t_0$ with any explicit diffrax solver (Song et al., 2021), per example.
 
     Adaptive (`PIDController(rtol, atol)`, at most `max_steps` steps; running out is reported as
-    `RESULTS.max_steps_reached` rather than raised) when `steps` is None; else `steps` fixed steps on the
-    `discretisation` grid, stepped in a `lax.scan`. A hook needs fixed steps.
+    `RESULTS.max_steps_reached`, which `sample` raises unless `throw=False`) when `steps` is None; else `steps`
+    fixed steps on the `discretisation` grid, stepped in a `lax.scan`. A hook needs fixed steps.
     """
 
     solver: diffrax.AbstractSolver = diffrax.Tsit5()
@@ -27,18 +28,12 @@ class ProbabilityFlow(AbstractSampler):
 
     def __check_init__(self):
         solver_cost(self.solver, stochastic=False)  # raises TypeError for unsupported solvers
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(
-                f"ProbabilityFlow needs steps >= 1 (or None for adaptive); got steps={self.steps}"
-            )
-        if not (self.rtol > 0 and self.atol > 0):
-            raise ValueError(
-                f"ProbabilityFlow needs rtol > 0 and atol > 0; got rtol={self.rtol}, atol={self.atol}"
-            )
-        if self.max_steps < 1:
-            raise ValueError(
-                f"ProbabilityFlow needs max_steps >= 1; got max_steps={self.max_steps}"
-            )
+        if self.steps is not None:
+            check_int("ProbabilityFlow", "steps", self.steps, 1, hint=" (or None for adaptive)")
+        check_real("ProbabilityFlow", "rtol", self.rtol, 0.0, low_open=True)
+        check_real("ProbabilityFlow", "atol", self.atol, 0.0, low_open=True)
+        check_int("ProbabilityFlow", "max_steps", self.max_steps, 1)
+        check_instance("ProbabilityFlow", "discretisation", self.discretisation, AbstractTimeDiscretisation, GRID)
 
     def sample_one(
         self,

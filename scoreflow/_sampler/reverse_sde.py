@@ -4,10 +4,11 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._misc import check_instance, check_int
 from .._sde import AbstractSDE
 from ._diffrax_steps import count, scan_solver, solver_cost
 from .base import AbstractSampler, Hook, ScoreFn
-from .discretisation import AbstractTimeDiscretisation, UniformTime
+from .discretisation import GRID, AbstractTimeDiscretisation, UniformTime
 
 
 class ReverseSDE(AbstractSampler):
@@ -25,8 +26,8 @@ class ReverseSDE(AbstractSampler):
 
     def __check_init__(self):
         solver_cost(self.solver, stochastic=True)
-        if self.steps < 1:
-            raise ValueError(f"ReverseSDE needs steps >= 1; got steps={self.steps}")
+        check_int("ReverseSDE", "steps", self.steps, 1)
+        check_instance("ReverseSDE", "discretisation", self.discretisation, AbstractTimeDiscretisation, GRID)
 
     def sample_one(
         self,
