@@ -22,8 +22,12 @@ class SampleResult(eqx.Module):
     - `samples`: `(batch, *data)` samples at the sampler's end time.
     - `nfe`: `(batch,)` number of model evaluations spent on each example (a Heun step costs 2, an EDM run
       with N steps 2N - 1; adaptive solvers count rejected steps too).
-    - `result`: per-example `diffrax.RESULTS` (`successful`, or why a diffrax solve stopped, e.g.
-      `max_steps_reached`). `successful` is a boolean array.
+    - `result`: per-example `diffrax.RESULTS`: `successful`; `nonfinite_input` (the start $x_T$ had NaN or inf
+      values; the sample is then that $x_T$); `nonfinite` (the sample has NaN or inf values: the model's score or
+      the SDE's coefficients were not finite somewhere on the path); `max_steps_reached` (an adaptive
+      `ProbabilityFlow` used all its `max_steps`; the sample is unfinished); or another reason a diffrax solve
+      stopped. `successful` is a boolean array, False for every failed example. With `sample(..., throw=True)`
+      (the default) a failure raises instead, so the result is only inspected with `throw=False`.
     - `t0`: the time the samples are at: the end time used, or 0 for samplers whose last step jumps to
       $\sigma = 0$ (`EDMHeun`, `DPMSolverPP` with `final_step_to_zero`), where `t0` only bounds the grid.
     """
