@@ -7,6 +7,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._misc import as_key, check_int, per_example_error_if
 from .dequantisation import AbstractDequantisation, AffineScaling, UniformDequantisation
 from .log_likelihood import LikelihoodResult
 
@@ -42,8 +43,12 @@ def bits_per_dim(
     log-Jacobian of the scaling and the bin width, so the result is an upper bound on the true bits/dim,
     non-negative in expectation, and exactly $\log_2 K$ for a density uniform over the data range.
     """
-    if not (isinstance(num_levels, int) and num_levels >= 2):
-        raise ValueError(f"`num_levels` must be an integer >= 2; got num_levels={num_levels!r}")
+    check_int("bits_per_dim", "num_levels", num_levels, 2)
+    if not callable(log_density):
+        raise TypeError(f"`log_density` must be a callable log_density(x, key); got log_density={log_density!r}")
+    key = as_key("key", key)
+    if key.shape != ():
+        raise ValueError(f"`key` must be a single PRNG key; got a key array of shape {key.shape}")
     if scaling is None:
         scaling = AffineScaling.symmetric(num_levels)
     if not isinstance(scaling, AffineScaling):
@@ -54,20 +59,38 @@ def bits_per_dim(
         )
     data = jnp.asarray(data)
     if not jnp.issubdtype(data.dtype, jnp.integer):
-        raise TypeError(f"`data` must hold integer levels in [0, num_levels); got dtype {data.dtype}")
+        raise TypeError(
+            f"`data` must hold integer levels in [0, num_levels); got dtype {data.dtype} (for levels stored as "
+            "floats, pass data.astype(jnp.int32); for continuous data use log_likelihood)"
+        )
     if data.ndim < 2:
         raise ValueError(f"`data` must be a batch of shape (batch, *data); got shape {data.shape}")
-    data = eqx.error_if(
+    batch = data.shape[0]
+    flat = data.reshape(batch, math.prod(data.shape[1:]))
+    data = per_example_error_if(
         data,
-        jnp.any((data < 0) | (data >= num_levels)),
-        f"`data` must hold integer levels in [0, num_levels) = [0, {num_levels})",
+        jnp.any((flat < 0) | (flat >= num_levels), axis=1),
+        f"`data` must hold integer levels in [0, num_levels) = [0, {num_levels}); got levels outside it in "
+        "{examples}",
     )
 
     def density(x, k):
         out = log_density(x, k)
-        return out.log_prob if isinstance(out, LikelihoodResult) else out
+        out = out.log_prob if isinstance(out, LikelihoodResult) else jnp.asarray(out)
+        if out.shape != (batch,) or not jnp.issubdtype(out.dtype, jnp.floating):
+            raise ValueError(
+                f"`log_density(x, key)` must return one log-density per example, a float array of shape ({batch},) "
+                f"(or a LikelihoodResult); got {out.dtype} array of shape {out.shape}"
+            )
+        return out
 
     samples = dequantisation.log_prob_bound(density, data, num_levels, scaling, key)
+    samples = per_example_error_if(
+        samples,
+        ~jnp.all(jnp.isfinite(samples), axis=0),
+        "bits_per_dim: the log-probability bound is not finite for {examples} (check what `log_density` returns there)",
+        error=RuntimeError,
+    )
     d = math.prod(data.shape[1:])
     to_bits = -1.0 / (d * math.log(2.0))
     log_prob = jnp.mean(samples, axis=0)

@@ -7,10 +7,11 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import Conditioning, ScalarLike
-from .._misc import as_float
+from .._misc import as_float, as_key, is_traced, name_examples, per_example_error_if
 from .._model import AbstractScoreModel
 from .._sde import AbstractSDE
 from .divergence import AbstractDivergence, ExactTrace
@@ -28,7 +29,7 @@ class LikelihoodResult(eqx.Module):
     - `stderr`: Monte Carlo standard error of `log_prob` (0 for `ExactTrace`; NaN for one Hutchinson probe).
     - `t0`: the start time used (scalar). `nfe`: vector-field (score-model) evaluations of the solve.
     - `num_steps`: solver steps (accepted and rejected). `result`: the diffrax status (always successful:
-      a failed solve raises instead).
+      a failed solve or a non-finite log-density raises instead).
     """
 
     log_prob: Float[Array, " batch"]
@@ -109,7 +110,9 @@ def log_likelihood(
     under tolerance control.
 
     **Arguments:**
-    - `model`: score model on one example; `sde`: its forward SDE. `x`: data, shape `(batch, *data)`.
+    - `model`: score model on one example; `sde`: its forward SDE. `x`: data, shape `(batch, *data)`, finite
+      and floating-point (float16/bfloat16 are computed in float32). Integer data (e.g. uint8 pixels) is refused:
+      a density at integer points is not a probability of discrete data; use `bits_per_dim`, which dequantises.
     - `solver`: explicit Runge-Kutta diffrax solver; `rtol`, `atol` (> 0) for a `PIDController`.
     - `divergence`: `ExactTrace()` or `Hutchinson(num_probes, distribution)` (needs `key`).
     - `prior`: anything with `log_prob(x_T)` for one example (default: the SDE's Gaussian prior), e.g.
@@ -124,6 +127,10 @@ def log_likelihood(
     - `adjoint`: diffrax adjoint for gradients (`RecursiveCheckpointAdjoint()` or `BacksolveAdjoint()`).
 
     **Returns:** a `LikelihoodResult`.
+
+    **Raises** `ValueError` for non-finite `x` and `RuntimeError` when an example's solve fails (e.g. runs out
+    of `max_steps`) or its log-density is not finite, naming the examples; under `jit`, where messages are
+    static, an `equinox.EquinoxRuntimeError` naming the reason only.
     """
     rtol = _check_positive("rtol", rtol)
     atol = _check_positive("atol", atol)
@@ -144,12 +151,31 @@ def log_likelihood(
     _evaluations_per_step(solver)
     if dt0 is not None:
         dt0 = _check_positive("dt0", dt0)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        hint = (
+            "; for discrete data such as uint8 pixels use bits_per_dim(lambda x, key: log_likelihood(...), data, "
+            "num_levels=256, key=key), which dequantises it (a density at integer points is no probability)"
+            if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_
+            else ""
+        )
+        raise TypeError(f"`x` must be a floating-point array of continuous data; got dtype {x.dtype}{hint}")
     x = as_float(x)
     if x.ndim < 2:
         raise ValueError(f"`x` must be a batch of examples of shape (batch, *data); got shape {x.shape}")
+    batch = x.shape[0]
+    x = per_example_error_if(
+        x,
+        ~jnp.all(jnp.isfinite(x.reshape(batch, math.prod(x.shape[1:]))), axis=1),
+        "`x` has non-finite values (NaN or inf) in {examples}; expected finite data",
+    )
     data_shape = x.shape[1:]
     if divergence.needs_key and key is None:
         raise ValueError(f"`key` is required by divergence={divergence!r} to draw its probes; got key=None")
+    if key is not None:
+        key = as_key("key", key)
+        if key.shape != ():
+            raise ValueError(f"`key` must be a single PRNG key; got a key array of shape {key.shape}")
     t_start = as_float(sde.t0 if t0 is None else t0).astype(x.dtype)
     if t_start.ndim != 0:
         raise ValueError(f"`t0` must be a scalar; got shape {t_start.shape}")
@@ -172,7 +198,7 @@ def log_likelihood(
             )
     # Tolerances, t0 and dt0 travel as arrays, so changing them reuses the compiled solve.
     tols = jnp.asarray([rtol, atol, 0.0 if dt0 is None else dt0], x.dtype)
-    return _solve(
+    out = _solve(
         model,
         sde,
         x,
@@ -190,6 +216,40 @@ def log_likelihood(
         error_norm,
         adjoint,
     )
+    return _raise_failures(out, max_steps)
+
+
+def _reasons(max_steps: int) -> tuple[str, str, str]:
+    return (
+        f"the ODE solve used its whole step budget, max_steps={max_steps} steps, before reaching T; raise "
+        "`max_steps` or loosen `rtol`/`atol` (a model that returns NaN or inf also ends here, as every step is "
+        "rejected)",
+        "the ODE solve failed (step size underflow or a non-finite vector field); check the model's output",
+        "the log-density is not finite (check the model's output and the prior's log_prob at x_T)",
+    )
+
+
+def _raise_failures(out: LikelihoodResult, max_steps: int) -> LikelihoodResult:
+    """Raise if any example's solve failed or gave a non-finite log-density. Eagerly (one host sync on the
+    statuses) the message names the examples; under `jit` it is `eqx.branched_error_if`, with static messages."""
+    out_of_steps = out.result == diffrax.RESULTS.max_steps_reached
+    failed = (out.result != diffrax.RESULTS.successful) & ~out_of_steps
+    nonfinite = ~jnp.isfinite(out.log_prob) & ~out_of_steps & ~failed
+    reasons = _reasons(max_steps)
+    if is_traced(out_of_steps, failed, nonfinite):
+        code = jnp.where(out_of_steps, 1, jnp.where(failed, 2, jnp.where(nonfinite, 3, 0)))
+        msgs = ["", *(f"log_likelihood: at least one example failed: {r}" for r in reasons)]
+        log_prob = eqx.branched_error_if(out.log_prob, jnp.any(code > 0), jnp.max(code), msgs)
+        return eqx.tree_at(lambda r: r.log_prob, out, log_prob)
+    batch = out.log_prob.shape[0]
+    lines = [
+        f"{name_examples(index, batch)}: {reason}"
+        for mask, reason in zip((out_of_steps, failed, nonfinite), reasons, strict=True)
+        if (index := np.flatnonzero(np.asarray(mask))).size
+    ]
+    if lines:
+        raise RuntimeError("\n  - ".join(["log_likelihood failed:", *lines]))
+    return out
 
 
 @eqx.filter_jit
@@ -257,21 +317,7 @@ def _solve(
     else:
         stderr = jnp.std(deltas, axis=1, ddof=1) / math.sqrt(m)
 
-    ok = result == diffrax.RESULTS.successful
-    out_of_steps = result == diffrax.RESULTS.max_steps_reached
     log_prob = prior_lp + delta
-    log_prob = eqx.error_if(
-        log_prob,
-        jnp.any(out_of_steps),
-        f"log_likelihood: the ODE solve used its whole step budget, max_steps={max_steps} steps, before "
-        "reaching T; raise `max_steps` or loosen `rtol`/`atol`",
-    )
-    log_prob = eqx.error_if(
-        log_prob,
-        jnp.any(~ok),
-        "log_likelihood: the ODE solve failed (step size underflow or a non-finite vector field); check the "
-        "model and `t0`",
-    )
     nfe = (per_start + per_step * num_steps).astype(jnp.int32)
     return LikelihoodResult(
         log_prob=log_prob,
