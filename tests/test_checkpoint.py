@@ -140,3 +140,111 @@ def test_restore_latest_skips_damaged_newest(tmp_path):
     for s in (15, 20):
         sft.save_state(tmp_path, eqx.tree_at(lambda t: t.step, like, jnp.asarray(s, jnp.int32)), keep=2)
     assert [s for s, _ in sft.list_checkpoints(tmp_path)] == [15, 20]
+
+
+def _tmp_name(target, host, pid):
+    return f".{target}.{host}.{pid}.{'0123456789abcdef'}.tmp"
+
+
+def test_clean_temporaries_removes_dead_writers_only(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from scoreflow.train.checkpoint import _host_tag
+
+    host = _host_tag()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs (and is reaped)
+    names = {
+        "dead": _tmp_name("step_1.ckpt", host, dead.pid),
+        "live": _tmp_name("step_2.ckpt", host, os.getpid()),
+        "other_old": _tmp_name("step_3.ckpt", "otherhost", 12345),
+        "other_new": _tmp_name("step_4.ckpt", "otherhost", 12345),
+        "legacy_old": ".step_5.ckpt.0123456789abcdef.tmp",
+        "legacy_new": ".step_6.ckpt.fedcba9876543210.tmp",
+        "unrelated": "notes.tmp",
+    }
+    for n in names.values():
+        (tmp_path / n).write_bytes(b"x" * 10)
+    old = time.time() - 3600
+    for k in ("other_old", "legacy_old"):
+        os.utime(tmp_path / names[k], (old, old))
+    # without a start time: only the dead writer's file (this host, pid not running)
+    assert sft.clean_temporaries(tmp_path) == [str(tmp_path / names["dead"])]
+    # with the run's start time: also files that cannot be checked but were left before the run started
+    start = time.time() - 60
+    removed = sorted(os.path.basename(p) for p in sft.clean_temporaries(tmp_path, before=start))
+    assert removed == sorted([names["other_old"], names["legacy_old"]])
+    assert sorted(os.listdir(tmp_path)) == sorted([names["live"], names["other_new"], names["legacy_new"], "notes.tmp"])
+
+
+_KILLED_SAVE = r"""
+import os, sys, time
+import jax.numpy as jnp
+import scoreflow.train as sft
+
+def stall(fd):  # the bytes are written; stall before the rename, as a long fsync would
+    print("writing", flush=True)
+    time.sleep(120)
+
+os.fsync = stall
+sft.save_checkpoint(sys.argv[1], {"w": jnp.ones((256, 1024))})
+"""
+
+
+def test_save_killed_with_sigkill_leaves_a_temporary_the_next_save_removes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "step_00000001.ckpt"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(left) == 1 and f".{proc.pid}." in left[0] and not target.exists()
+    assert os.path.getsize(tmp_path / left[0]) > 1_000_000  # the 1 MB payload was written
+    like = sft.TrainState(jnp.zeros(2), None, None, jnp.asarray(2, jnp.int32), jax.random.key(0))
+    sft.save_state(tmp_path, like)
+    assert os.listdir(tmp_path) == ["step_00000002.ckpt"]
+
+
+def test_read_only_checkpoint_and_folder_are_not_replaced(tmp_path):
+    p = tmp_path / "a.ckpt"
+    sft.save_checkpoint(p, _tree(1))
+    before = p.read_bytes()
+    os.chmod(p, 0o444)
+    try:
+        with pytest.raises(sft.CheckpointError, match=rf"checkpoint {p} is read-only: refusing to replace it"):
+            sft.save_checkpoint(p, _tree(2))
+        assert p.read_bytes() == before and os.listdir(tmp_path) == ["a.ckpt"]
+    finally:
+        os.chmod(p, 0o644)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    os.chmod(folder, 0o555)
+    try:
+        with pytest.raises(sft.CheckpointError, match=rf"checkpoint folder {folder} is read-only"):
+            sft.save_checkpoint(folder / "b.ckpt", _tree(1))
+    finally:
+        os.chmod(folder, 0o755)
+    # keep= never deletes a read-only checkpoint
+    like = sft.TrainState(jnp.zeros(2), None, None, jnp.asarray(0, jnp.int32), jax.random.key(0))
+    d = tmp_path / "ckpts"
+    sft.save_state(d, eqx.tree_at(lambda t: t.step, like, jnp.asarray(1, jnp.int32)), keep=1)
+    os.chmod(sft.checkpoint_path(d, 1), 0o444)
+    sft.save_state(d, eqx.tree_at(lambda t: t.step, like, jnp.asarray(2, jnp.int32)), keep=1)
+    assert [s for s, _ in sft.list_checkpoints(d)] == [1, 2]
+
+
+def test_read_header_gives_metadata_without_the_payload(tmp_path):
+    p = tmp_path / "a.ckpt"
+    sft.save_checkpoint(p, _tree(1), {"step": 3, "note": "x"})
+    assert sft.read_header(p)["metadata"] == {"step": 3, "note": "x"}
+    blob = bytearray(p.read_bytes())
+    blob[30] ^= 1
+    p.write_bytes(bytes(blob))
+    with pytest.raises(sft.CheckpointError, match="corrupted header"):
+        sft.read_header(p)

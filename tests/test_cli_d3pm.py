@@ -105,8 +105,8 @@ def test_digits_run_folder_and_bound(tmp_path, capsys):
     assert "checkpoints [1]" in info and "transition=gaussian" in info and "test_bound_bpd" in info
     assert main(["sample", run, "--num-samples", "4", "--seed", "3"]) == 0
     capsys.readouterr()
-    assert np.load(os.path.join(run, "samples-seed3.npy")).shape == (4, 1, 8, 8)
-    assert os.path.getsize(os.path.join(run, "samples-seed3.png")) > 0
+    assert np.load(os.path.join(run, "samples_step000001_seed3.npy")).shape == (4, 1, 8, 8)
+    assert os.path.getsize(os.path.join(run, "samples_step000001_seed3.png")) > 0
     _fails(capsys, ["nll", run], f"RUN {run!r} is a D3PM run", "test_bound_bpd")
     _fails(capsys, ["sample", run, "--sampler", "ddim"], "--sampler ddim", "does not apply to the D3PM run")
     _fails(capsys, ["train", "--model", "d3pm", "--out", run], "already holds a run", "--resume")

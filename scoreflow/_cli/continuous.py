@@ -2,8 +2,8 @@
 evaluated by the test VLB and the probability-flow likelihood, sampled by any of scoreflow's samplers."""
 
 import argparse
+import json
 import math
-import os
 import sys
 import time
 
@@ -26,7 +26,7 @@ from .options import (
     positive_float,
     positive_int,
 )
-from .run import count_params
+from .run import count_params, output_stem
 from .table import TABLE
 
 
@@ -99,7 +99,7 @@ DEFAULTS = {k: _OPTIONS[k].default for k in _ORDER}
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def check_config(c: dict, ds: sfd.Dataset) -> None:
+def check_against_data(c: dict, ds: sfd.Dataset) -> None:
     """Combinations that cannot work, reported before anything is built."""
     shape = ds.shape
     if ds.alphabet is not None:
@@ -247,27 +247,29 @@ def draw_samples(model, shape, c, n, seed) -> np.ndarray:
     return np.asarray(res.samples)
 
 
-def _write_plots(run: str, model, ds, c, records, reference, samples) -> None:
+def _write_plots(run, model, ds, c, records, reference, samples) -> list[str]:
     from .. import plots
 
+    paths = [run.file("samples.png"), run.file("curves.png"), run.file("schedule.png")]
     shown = np.clip(samples, -1, 1) if ds.num_levels is not None else samples
     plots.save_samples(
-        os.path.join(run, "samples.png"),
+        paths[0],
         shown,
         density=ds.density,
         title=f"{ds.name}: {len(samples)} samples ({c['sampler']})",
     )
-    plots.save_curves(os.path.join(run, "curves.png"), records, reference)
+    plots.save_curves(paths[1], records, reference)
     sde = model.sde
     t = np.linspace(float(sde.t0), float(sde.T), 200)
     lam = np.asarray(jax.vmap(sde.log_snr)(jnp.asarray(t)))
     init = build_model(c, ds.shape).sde
     lam0 = np.asarray(jax.vmap(init.log_snr)(jnp.asarray(t)))
-    plots.save_schedule(os.path.join(run, "schedule.png"), t, lam, lam0)
+    plots.save_schedule(paths[2], t, lam, lam0)
+    return paths
 
 
-def summary(ds, r: dict) -> str:
-    lines = [f"trained {r['steps']} steps in {r['train_seconds']} s (wall {r.get('wall_seconds', '?')} s)"]
+def summary(first_line: str, ds, r: dict) -> str:
+    lines = [first_line]
     if "test_vlb_bpd" in r:
         lines.append(
             f"  test VLB (VDM bound, EMA model)          {r['test_vlb_bpd']:.4f} bits/dim  ({len(ds.test)} test images)"
@@ -311,14 +313,11 @@ class Continuous(registry.AbstractFamily):
     def run_tag(self, c: dict) -> str:
         return c["loss"]
 
-    def check_config(self, c: dict) -> dict:
-        return c
-
     def train(self, a: argparse.Namespace, session) -> int:
         c = session.config
-        run = session.run.path
+        run = session.run
         ds = load_data(c)
-        check_config(c, ds)
+        check_against_data(c, ds)
         state, optimiser = build_state(c, ds.shape)
 
         def config_doc():
@@ -339,7 +338,7 @@ class Continuous(registry.AbstractFamily):
 
         state = session.begin(state, config_doc)
         print(
-            f"run folder: {run}  |  data {ds.name} {ds.shape}, {len(ds.train)} train / {len(ds.test)} test  |  "
+            f"run folder: {run.path}  |  data {ds.name} {ds.shape}, {len(ds.train)} train / {len(ds.test)} test  |  "
             f"{count_params(state.model)} parameters  |  {jax.device_count()} device(s)",
             file=sys.stderr,
         )
@@ -350,7 +349,7 @@ class Continuous(registry.AbstractFamily):
 
         model = state.ema if state.ema is not None else state.model
         key = jax.random.fold_in(jax.random.key(c["seed"]), 2)
-        results = {"steps": int(state.step), "train_seconds": round(session.train_seconds, 1)}
+        results = session.timing(int(state.step))
         if ds.num_levels is not None and c["sde"] == "vp":
             results["test_vlb_bpd"] = vlb_bpd(model, ds, c, key)
         if c["nll_examples"] > 0:
@@ -358,42 +357,48 @@ class Continuous(registry.AbstractFamily):
         if ds.num_levels is not None:
             results["baselines_bpd"] = sfd.baselines(ds)
         samples = draw_samples(model, ds.shape, c, c["num_samples"], c["seed"] + 1)
-        np.save(os.path.join(run, "samples.npy"), samples)
+        np.save(run.file("samples.npy"), samples)
+        session.wrote(run.file("samples.npy"))
         reference = {}
         if "test_vlb_bpd" in results:
             reference["test VLB"] = results["test_vlb_bpd"]
         if "baselines_bpd" in results:
             reference["categorical"] = results["baselines_bpd"]["categorical"]
-        _write_plots(run, model, ds, c, session.run.read_metrics(), reference, samples)
+        session.wrote(*_write_plots(run, model, ds, c, run.read_metrics(), reference, samples))
         results["wall_seconds"] = session.wall_seconds()
-        session.run.write_json("results.json", results)
-        print(summary(ds, results))
+        session.wrote(run.write_json("results.json", results))
+        print(summary(session.trained_line(results), ds, results))
+        print(session.files_line())
         return 0
 
     def _load(self, run):
         c = run.read_config()["config"]
         ds = load_data(c)
         state, _ = build_state(c, ds.shape)
-        return c, ds, run.restore(state)
+        state, _ = run.restore(state, self, c)
+        return c, ds, state
 
     def sample(self, a: argparse.Namespace, run) -> int:
         c, ds, state = self._load(run)
         c = dict(c, **{o.key: o.default if getattr(a, o.key) is None else getattr(a, o.key) for o in SAMPLE_OPTIONS})
         num_samples = 64 if a.num_samples is None else a.num_samples
         seed = 1 if a.seed is None else a.seed
+        step = int(state.step)
+        stem, note = output_stem(run, a.output, f"samples_step{step:06d}_seed{seed}", (".png", ".npy"))
         model = state.ema if state.ema is not None else state.model
         samples = draw_samples(model, ds.shape, c, num_samples, seed)
-        out = a.output or run.file(f"samples-seed{seed}.png")
         from .. import plots
 
         plots.save_samples(
-            out,
+            stem + ".png",
             np.clip(samples, -1, 1) if ds.num_levels is not None else samples,
             density=ds.density,
             title=f"{ds.name}: {num_samples} samples ({c['sampler']})",
         )
-        np.save(os.path.splitext(out)[0] + ".npy", samples)
-        print(f"wrote {out} and {os.path.splitext(out)[0] + '.npy'} ({num_samples} samples, step {int(state.step)})")
+        np.save(stem + ".npy", samples)
+        if note:
+            print(note, file=sys.stderr)
+        print(f"wrote {stem}.png and {stem}.npy ({num_samples} samples, step {step})")
         return 0
 
     def nll(self, a: argparse.Namespace, run) -> int:
@@ -406,8 +411,6 @@ class Continuous(registry.AbstractFamily):
         r = pf_nll(model, ds, c, min(n, len(ds.test)), jax.random.key(0 if a.seed is None else a.seed))
         r.update(**given, step=int(state.step), seconds=round(time.time() - t, 1))
         with open(run.file("nll.jsonl"), "a") as f:
-            import json
-
             f.write(json.dumps(r) + "\n")
         if "bpd" in r:
             print(

@@ -13,7 +13,6 @@ use `split(fold_in(key(seed), 4), num_samples)`.
 
 import argparse
 import math
-import os
 import sys
 
 import equinox as eqx
@@ -27,7 +26,7 @@ from .. import data as sfd, train as sft
 from . import registry
 from .datasets import load_data
 from .options import COMMON, Option, UsageError, nonneg_float, positive_int
-from .run import Run, count_params
+from .run import Run, count_params, output_stem
 from .table import TABLE
 
 
@@ -224,11 +223,11 @@ def _eval_levels(c: dict, ds: sfd.Dataset) -> np.ndarray:
     return ds.levels("test")[: c["eval_examples"]].astype(np.int32)
 
 
-def summary(c: dict, ds: sfd.Dataset, r: dict) -> str:
+def summary(first_line: str, c: dict, ds: sfd.Dataset, r: dict) -> str:
     unit = "bits/char" if ds.alphabet is not None else "bits/dim"
     what = "per-position categorical (add-one)" if ds.alphabet is not None else "per-pixel categorical (add-one)"
     lines = [
-        f"trained {r['steps']} steps in {r['train_seconds']} s (wall {r['wall_seconds']} s)",
+        first_line,
         f"  test bound (D3PM {c['transition']}, T={c['timesteps']}, EMA) {r['test_bound_bpd']:.4f} {unit}  "
         f"(+- {r['test_bound_bpd_stderr_over_examples']:.3f}, {r['eval_examples']} test examples; "
         f"{r['initial_test_bound_bpd']:.4f} at step 0)",
@@ -247,7 +246,7 @@ def load_run(run: str | Run):
     ds = load_data(c)
     transition = build_transition(c, ds.num_levels)
     state, _ = build_state(c, ds, transition)
-    state = run.restore(state)
+    state, _ = run.restore(state, D3PM_FAMILY, c)
     # placed as during training, so sampling reuses a compilation made by `train` in the same process
     return cfg, c, ds, transition, sft.replicate(state, sft.make_mesh())
 
@@ -274,12 +273,9 @@ class D3PM(registry.AbstractFamily):
     def run_tag(self, c: dict) -> str:
         return "d3pm"
 
-    def check_config(self, c: dict) -> dict:
-        return c
-
     def train(self, a: argparse.Namespace, session) -> int:
         c = session.config
-        run = session.run.path
+        run = session.run
         ds = load_data(c)
         _resolve(c, ds)
         transition = build_transition(c, ds.num_levels)
@@ -316,7 +312,8 @@ class D3PM(registry.AbstractFamily):
             initial = float(np.mean(test_bound(state.model, transition, levels, key)))
             session.log(0, {"test_bound_bpd": initial})
         print(
-            f"run folder: {run}  |  D3PM {c['transition']}, T={c['timesteps']}, {transition.num_states} states  |  "
+            f"run folder: {run.path}  |  D3PM {c['transition']}, T={c['timesteps']}, "
+            f"{transition.num_states} states  |  "
             f"data {ds.name} {ds.shape}, {len(ds.train)} train / {len(ds.test)} test  |  "
             f"{count_params(state.model)} parameters",
             file=sys.stderr,
@@ -330,10 +327,9 @@ class D3PM(registry.AbstractFamily):
         bound = float(np.mean(per_example))
         session.log(int(state.step), {"test_bound_bpd": bound})
 
-        records = session.run.read_metrics()
+        records = run.read_metrics()
         results = {
-            "steps": int(state.step),
-            "train_seconds": round(session.train_seconds, 1),
+            **session.timing(int(state.step)),
             "test_bound_bpd": bound,
             "test_bound_bpd_stderr_over_examples": float(per_example.std(ddof=1) / math.sqrt(len(per_example)))
             if len(per_example) > 1
@@ -347,12 +343,15 @@ class D3PM(registry.AbstractFamily):
         )
         from .. import plots
 
-        write_samples(os.path.join(run, "samples"), samples, ds, f"{ds.name}: {len(samples)} D3PM samples")
+        path = write_samples(run.file("samples"), samples, ds, f"{ds.name}: {len(samples)} D3PM samples")
+        session.wrote(path, run.file("samples.npy"))
         reference = {"test bound": bound, "categorical": results["baselines_bpd"]["categorical"]}
-        plots.save_curves(os.path.join(run, "curves.png"), records, reference)
+        plots.save_curves(run.file("curves.png"), records, reference)
+        session.wrote(run.file("curves.png"))
         results["wall_seconds"] = session.wall_seconds()
-        session.run.write_json("results.json", results)
-        print(summary(c, ds, results))
+        session.wrote(run.write_json("results.json", results))
+        print(summary(session.trained_line(results), c, ds, results))
+        print(session.files_line())
         return 0
 
     def sample(self, a: argparse.Namespace, run) -> int:
@@ -360,10 +359,14 @@ class D3PM(registry.AbstractFamily):
         model = state.ema if state.ema is not None else state.model
         num_samples = 64 if a.num_samples is None else a.num_samples
         seed = 1 if a.seed is None else a.seed
+        step = int(state.step)
+        exts = (".txt" if ds.alphabet is not None else ".png", ".npy")
+        stem, note = output_stem(run, a.output, f"samples_step{step:06d}_seed{seed}", exts)
         samples = draw_samples(model, transition, ds.shape, num_samples, jax.random.key(seed))
-        stem = os.path.splitext(a.output)[0] if a.output else run.file(f"samples-seed{seed}")
         path = write_samples(stem, samples, ds, f"{ds.name}: {num_samples} D3PM samples")
-        print(f"wrote {path} and {stem}.npy ({num_samples} samples, step {int(state.step)})")
+        if note:
+            print(note, file=sys.stderr)
+        print(f"wrote {path} and {stem}.npy ({num_samples} samples, step {step})")
         return 0
 
     def nll(self, a: argparse.Namespace, run) -> int:

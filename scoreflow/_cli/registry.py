@@ -5,7 +5,7 @@ subclass and calls `register` on an instance at import; `main.py` imports the fa
 import abc
 import argparse
 
-from .options import Option, UsageError, flag, shown
+from .options import COMMON, Option, UsageError, flag, shown
 
 
 class AbstractFamily(abc.ABC):
@@ -33,9 +33,17 @@ class AbstractFamily(abc.ABC):
     def run_tag(self, c: dict) -> str:
         """The middle of a default run folder's name, `runs/<data>-<tag>-<time>`."""
 
-    @abc.abstractmethod
     def check_config(self, c: dict) -> dict:
-        """Check a config read back from config.json; returns it with values normalised. Raises `ValueError`."""
+        """Check a config read back from config.json with the rules of the command-line options; returns it
+        (numbers made floats where floats are expected). Raises `ValueError` naming the key and the problem."""
+        options = {o.key: o for o in (*COMMON, *self.train_options)}
+        out = dict(c)
+        for k in self.config_keys():
+            if k in options:
+                if k not in c:
+                    raise ValueError(f"{k} is missing")
+                out[k] = options[k].check(c[k])
+        return out
 
     @abc.abstractmethod
     def train(self, a: argparse.Namespace, session) -> int:

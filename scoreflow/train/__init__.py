@@ -4,8 +4,10 @@ checkpoints and the loop. The pure core never imports it."""
 from .checkpoint import (
     FORMAT_VERSION as FORMAT_VERSION,
     CheckpointError as CheckpointError,
+    clean_temporaries as clean_temporaries,
     load_checkpoint as load_checkpoint,
     read_checkpoint as read_checkpoint,
+    read_header as read_header,
     save_checkpoint as save_checkpoint,
 )
 from .loop import (

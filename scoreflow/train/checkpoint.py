@@ -10,12 +10,25 @@ size, plus the payload's length and SHA-256 and free-form JSON `metadata`. Loadi
 the file and against a template pytree of the expected structure, so a truncated file, a flipped byte, an
 extra or missing leaf, a shape or dtype change or an unknown version is refused with an error naming the file.
 (`eqx.tree_deserialise_leaves` alone accepts extra trailing leaves and flipped bytes and is not atomic.)
+
+Temporary files and what cleans them: a save writes `.<name>.<host>.<pid>.<random>.tmp` next to the target and
+renames it. A writer killed outright (SIGKILL, power loss) leaves that file behind. `clean_temporaries` removes
+a temporary when its writer is known to be dead: written on this host by a process id that no longer runs. A
+temporary it cannot check (written on another host, or named without host and pid by an older scoreflow) is
+removed only if it was last modified before a given time (the start of the run that cleans), since a live
+writer keeps modifying its file. A live writer's file is never removed. `save_state` cleans the folder on every
+save; the CLI cleans at the start of a run.
+
+Read-only files are protected: a save onto a read-only checkpoint, or into a read-only folder, is refused with
+a `CheckpointError` instead of silently replacing it (`os.replace` alone would replace a read-only file).
 """
 
 import hashlib
 import json
 import os
+import re
 import secrets
+import socket
 import struct
 from typing import Any
 
@@ -52,16 +65,79 @@ def _host(x) -> tuple[np.ndarray, str]:
     return np.asarray(x), np.asarray(x).dtype.str
 
 
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+_TMP = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{16}\.tmp$")
+_LEGACY_TMP = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{16}\.tmp$")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _read_only(path: str) -> bool:
+    """Whether `path` is marked read-only: no write permission bits, or not writable by this process. (The bits
+    are checked too because root may write anything: a file made read-only is meant to be left alone.)"""
+    return not (os.stat(path).st_mode & 0o222) or not os.access(path, os.W_OK)
+
+
+def clean_temporaries(folder: str | os.PathLike, *, before: float | None = None) -> list[str]:
+    """Remove the temporary files that killed saves left in `folder`; returns the paths removed.
+
+    Removed: a temporary written on this host by a process that no longer runs; and, if `before` (a
+    `time.time()` value) is given, a temporary whose writer cannot be checked (another host, or an older
+    scoreflow's name without host and pid) that was last modified before `before`. Never a live writer's.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return []
+    host, removed = _host_tag(), []
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        m = _TMP.match(name)
+        if m and m.group("host") == host:
+            stale = not _running(int(m.group("pid")))
+        elif m or _LEGACY_TMP.match(name):
+            try:
+                stale = before is not None and os.stat(path).st_mtime < before
+            except FileNotFoundError:
+                continue
+        else:
+            continue
+        if stale:
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:  # its writer, or another cleaner, got there first
+                pass
+    return removed
+
+
 def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict | None = None) -> None:
     """Write every array leaf of `tree` (and JSON-serialisable `metadata`) to `path`, atomically.
 
     The bytes go to a temporary file in the same folder, are flushed and fsynced, then `os.replace`d onto
     `path`, and the folder is fsynced: after a crash at any point `path` holds either the old or the new
-    checkpoint, never a mixture, and no temporary file is left behind by an exception.
+    checkpoint, never a mixture, and no temporary file is left behind by an exception. A read-only `path` or
+    folder is refused (`CheckpointError`), never replaced.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    if os.path.exists(path) and _read_only(path):
+        raise CheckpointError(
+            f"checkpoint {path} is read-only: refusing to replace it (make it writable, move it, or save elsewhere)"
+        )
+    if _read_only(folder):
+        raise CheckpointError(f"checkpoint folder {folder} is read-only: cannot save {os.path.basename(path)} there")
     entries, chunks, offset = [], [], 0
     payload_hash = hashlib.sha256()
     for name, leaf in _leaves(tree):
@@ -81,9 +157,12 @@ def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict | None
         },
         sort_keys=True,
     ).encode()
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{_host_tag()}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     # O_EXCL: a fresh file of our own; mode 0o666 lets the umask decide permissions, as for any new file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except PermissionError as e:
+        raise CheckpointError(f"checkpoint folder {folder}: cannot write there ({e.strerror})") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
@@ -103,6 +182,32 @@ def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict | None
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The verified header of a checkpoint (leaves and `metadata`), without reading the payload."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size:
+                raise CheckpointError(f"checkpoint {path}: truncated ({len(prefix)} bytes; not even a header)")
+            magic, version, hlen = _PREFIX.unpack(prefix)
+            if magic != MAGIC:
+                raise CheckpointError(f"checkpoint {path}: not a scoreflow checkpoint (bad magic bytes {magic!r})")
+            if version != FORMAT_VERSION:
+                raise CheckpointError(
+                    f"checkpoint {path}: unknown format version {version}; this scoreflow reads version "
+                    f"{FORMAT_VERSION}"
+                )
+            header_bytes, digest = f.read(hlen), f.read(32)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint {path}: no such file") from e
+    if len(header_bytes) < hlen or len(digest) < 32:
+        raise CheckpointError(f"checkpoint {path}: truncated (the header is cut short)")
+    if hashlib.sha256(header_bytes).digest() != digest:
+        raise CheckpointError(f"checkpoint {path}: corrupted header (SHA-256 mismatch)")
+    return json.loads(header_bytes)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, bytes]:

@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PyTree
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, _read_only, clean_temporaries, load_checkpoint, save_checkpoint
 from .sharding import local_slice, make_mesh, replicate, shard_batch
 from .state import TrainState
 
@@ -48,15 +48,20 @@ def list_checkpoints(folder: str | os.PathLike) -> list[tuple[int, str]]:
 
 
 def save_state(folder: str | os.PathLike, state: TrainState, *, keep: int = 3, metadata: dict | None = None) -> str:
-    """Save `state` as `folder/step_NNNNNNNN.ckpt` (atomically) and delete all but the newest `keep`."""
+    """Save `state` as `folder/step_NNNNNNNN.ckpt` (atomically) and delete all but the newest `keep`.
+
+    Read-only checkpoints are never deleted (nor replaced); temporaries of dead writers are removed
+    (`clean_temporaries`)."""
     if keep < 1:
         raise ValueError(f"`keep` must be >= 1; got {keep}")
     step = int(state.step)
     path = checkpoint_path(folder, step)
     if jax.process_index() == 0:
+        clean_temporaries(folder)
         save_checkpoint(path, state, {"step": step, **(metadata or {})})
         for _, old in list_checkpoints(folder)[:-keep]:
-            os.unlink(old)
+            if not _read_only(old):
+                os.unlink(old)
     return path
 
 

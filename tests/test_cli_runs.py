@@ -1,0 +1,182 @@
+"""Run folders: config.json bound to the checkpoints, corrupt configs named, outputs that never overwrite,
+cumulative times after --resume, read-only folders refused, stale temporaries cleaned at the start of a run."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from scoreflow._cli.main import main
+
+
+TINY = [
+    "--data",
+    "toy:ring8",
+    "--network",
+    "mlp",
+    "--width",
+    "16",
+    "--depth",
+    "1",
+    "--loss",
+    "dsm",
+    "--schedule",
+    "cosine",
+    "--batch-size",
+    "16",
+    "--log-every",
+    "1",
+    "--checkpoint-every",
+    "2",
+    "--nll-examples",
+    "0",
+    "--num-samples",
+    "8",
+    "--sampler",
+    "ddim",
+    "--sample-steps",
+    "2",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("runs") / "run")
+    assert main(["train", *TINY, "--steps", "4", "--out", run]) == 0
+    return run
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    copy = str(tmp_path / "run")
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def _fails(capsys, argv, *needles):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # one line says it all (a "resuming ..." note may come before)
+    assert last.startswith(f"scoreflow {argv[0]}: error: "), err
+    for n in needles:
+        assert n in last, (n, err)
+    return err
+
+
+def _edit(run, **changes):
+    p = os.path.join(run, "config.json")
+    cfg = json.load(open(p))
+    cfg["config"].update(changes)
+    json.dump(cfg, open(p, "w"))
+
+
+def test_config_edit_that_changes_the_model_is_refused(run, capsys):
+    _edit(run, parameterisation="x0", sde="subvp")
+    needles = ["config.json does not match", "step_00000004.ckpt", "parameterisation: eps -> x0", "sde: vp -> subvp"]
+    _fails(capsys, ["sample", run], *needles)
+    _fails(capsys, ["nll", run], *needles)
+    _fails(capsys, ["train", "--resume", "--out", run], *needles)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('{"config": {"steps": 4,', "config.json: not valid JSON (Expecting property name enclosed in double quotes"),
+        ('{"config": []}', 'config.json: expected a JSON object with a "config" object'),
+        ("[]", 'config.json: expected a JSON object with a "config" object'),
+    ],
+)
+def test_unreadable_config_named(run, capsys, text, needle):
+    open(os.path.join(run, "config.json"), "w").write(text)
+    for command in ("info", "sample", "nll"):
+        _fails(capsys, [command, run], os.path.join(run, needle))
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"steps": "12"}, "config.steps = '12': expected a positive integer (as for --steps)"),
+        ({"lr": -1}, "config.lr = -1: expected a positive number (as for --lr)"),
+        ({"sde": "foo"}, "config.sde = 'foo': expected one of edm, subvp, ve, vp (as for --sde)"),
+        ({"channels": [32, "x"]}, "config.channels = [32, 'x']: expected comma-separated positive integers"),
+        ({"model": "gan"}, "config.model = 'gan': expected one of ['continuous', 'd3pm']"),
+    ],
+)
+def test_bad_config_values_named(run, capsys, change, needle):
+    _edit(run, **change)
+    _fails(capsys, ["info", run], os.path.join(run, "config.json") + ": " + needle)
+
+
+def test_missing_config_key_named(run, capsys):
+    p = os.path.join(run, "config.json")
+    cfg = json.load(open(p))
+    del cfg["config"]["batch_size"]
+    json.dump(cfg, open(p, "w"))
+    _fails(capsys, ["train", "--resume", "--out", run], f"{p}: config.batch_size is missing")
+
+
+def test_sample_outputs_named_by_step_never_overwritten(run, capsys):
+    assert main(["sample", run, "--num-samples", "4"]) == 0
+    first = os.path.join(run, "samples_step000004_seed1")
+    assert os.path.isfile(first + ".png") and os.path.isfile(first + ".npy")
+    before = open(first + ".png", "rb").read()
+    assert main(["sample", run, "--num-samples", "4", "--seed", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"{first}.png exists (not overwritten): writing {first}_2.png instead" in err
+    assert open(first + ".png", "rb").read() == before and os.path.isfile(first + "_2.npy")
+    _fails(capsys, ["sample", run, "--output", first + ".png"], f"--output {first + '.png'!r}", "refusing to overwrite")
+    # after a fallback to an older checkpoint (the newest damaged), the output says which step it came from
+    with open(os.path.join(run, "checkpoints", "step_00000004.ckpt"), "r+b") as f:
+        f.truncate(100)
+    with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
+        assert main(["sample", run, "--num-samples", "4"]) == 0
+    assert "step 2)" in capsys.readouterr().out
+    assert os.path.isfile(os.path.join(run, "samples_step000002_seed1.png"))
+
+
+def test_resume_reports_session_and_total_with_cumulative_time(run, capsys):
+    first = json.load(open(os.path.join(run, "results.json")))
+    assert (first["steps"], first["steps_this_session"]) == (4, 4)
+    _edit(run, steps=8)  # not a model-defining key: a longer run of the same model
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", run]) == 0
+    out = capsys.readouterr().out
+    r = json.load(open(os.path.join(run, "results.json")))
+    assert (r["steps"], r["steps_this_session"]) == (8, 4)
+    assert r["train_seconds"] > r["train_seconds_this_session"] > 0
+    assert re.search(r"trained 4 steps in [\d.]+ s this session \(steps 4 -> 8; wall [\d.]+ s\); 8 steps in", out)
+    rec = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
+    assert [x["step"] for x in rec] == list(range(1, 9))
+    times = [x["time"] for x in rec]
+    assert times == sorted(times) and times[4] >= times[3]  # step 5 continues from step 4's time
+
+
+def test_read_only_run_folder_refused(run, capsys):
+    os.chmod(os.path.join(run, "checkpoints"), 0o555)
+    os.chmod(run, 0o555)
+    try:
+        _fails(capsys, ["train", "--resume", "--out", run], f"--out {run!r}", "is read-only")
+        _fails(capsys, ["sample", run], f"RUN {run!r}", "is read-only")
+    finally:
+        os.chmod(run, 0o755)
+        os.chmod(os.path.join(run, "checkpoints"), 0o755)
+
+
+def test_stale_temporary_removed_at_start(run, capsys):
+    from scoreflow.train.checkpoint import _host_tag
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = os.path.join(run, "checkpoints", f".step_00000006.ckpt.{_host_tag()}.{dead.pid}.0123456789abcdef.tmp")
+    open(stale, "wb").write(b"x" * 1000)
+    _edit(run, steps=6)
+    assert main(["train", "--resume", "--out", run]) == 0
+    assert f"removed {stale} (left by a save that was killed)" in capsys.readouterr().err
+    assert not os.path.exists(stale)
