@@ -44,6 +44,20 @@ from ._discrete import (
     text_chunks as text_chunks,
 )
 
+# --- guidance: score models combining score models ---
+from ._guidance import (
+    AbstractGuidanceWeight as AbstractGuidanceWeight,
+    AbstractGuided as AbstractGuided,
+    ClassifierFreeGuidance as ClassifierFreeGuidance,
+    ClassifierGuidance as ClassifierGuidance,
+    Constant as Constant,
+    Guided as Guided,
+    Interval as Interval,
+    LabelledMixture as LabelledMixture,
+    LabelledScore as LabelledScore,
+    Ramp as Ramp,
+)
+
 # --- likelihood ---
 from ._likelihood import (
     AbstractDequantisation as AbstractDequantisation,
