@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, ArrayLike
 
 
@@ -34,7 +35,7 @@ def check_time(t: Array, t_max: float | Array, name: str = "t") -> Array:
 
 def is_traced(*xs) -> bool:
     """Whether any leaf is a tracer (inside `jit`, `vmap`, `grad`): its values are then unknown in Python."""
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(xs))
+    return any(isinstance(leaf, Tracer) for leaf in jax.tree_util.tree_leaves(xs))
 
 
 def name_examples(index: Sequence[int] | np.ndarray, batch: int, limit: int = 10) -> str:
@@ -76,7 +77,7 @@ def as_key(name: str, key, many: str = "") -> Array:
         key = jnp.asarray(key)
     if not isinstance(key, jax.Array):
         raise TypeError(f"`{name}` must be {expected}; got {name}={key!r} ({type(key).__name__})")
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
     if key.dtype == jnp.uint32 and key.ndim >= 1:
         try:
@@ -98,6 +99,7 @@ def check_int(owner: str, name: str, value, minimum: int, maximum: int | None = 
     expected = f"an integer >= {minimum}" + ("" if maximum is None else f" and <= {maximum}") + hint
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{owner} needs `{name}` to be {expected}; got {name}={_describe(value)}")
+    value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         raise ValueError(f"{owner} needs `{name}` to be {expected}; got {name}={value!r}")
 
@@ -119,7 +121,7 @@ def check_real(
 ) -> None:
     """Raise unless `value` is a real scalar in `[low, high]` (`(low, high]` with `low_open`), finite unless
     `allow_inf`. A traced scalar (a field rebuilt inside `jit`) has no value to check and is let through."""
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
         return
     real_dtype = lambda dt: jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)
     if isinstance(value, np.ndarray | jax.Array) and value.ndim == 0 and real_dtype(value.dtype):

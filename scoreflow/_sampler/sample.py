@@ -207,8 +207,8 @@ def sample(
         score = lambda t, x: jnp.asarray(model(t, x, c), x.dtype)
         x, nfe, result = sampler.sample_one(score, sde, jnp.where(start_ok, x_start, 0), t0, k_sampler, hook)
         ok = jnp.all(jnp.isfinite(x)) | (result != diffrax.RESULTS.successful)
-        result = diffrax.RESULTS.where(ok, result, diffrax.RESULTS.nonfinite)
-        result = diffrax.RESULTS.where(start_ok, result, diffrax.RESULTS.nonfinite_input)
+        result = diffrax.RESULTS.where(ok, result, diffrax.RESULTS.nonfinite)  # pyright: ignore[reportArgumentType]
+        result = diffrax.RESULTS.where(start_ok, result, diffrax.RESULTS.nonfinite_input)  # pyright: ignore[reportArgumentType]
         return jnp.where(start_ok, x, x_start), nfe, result
 
     samples, nfe, result = jax.vmap(one)(keys, cond, x_T)
