@@ -146,6 +146,7 @@ def test_weights_transfer_and_switch_exactly_at_the_ends():
         np.testing.assert_allclose(ramp.at_time(VP, t), ramp.at_time(EDM, t_edm), rtol=1e-12)
     with pytest.raises(ValueError, match="sigma_lo < sigma_hi"):
         sf.Interval(2.0, 1.0, 3.0)
+    assert float(sf.Constant(3)(jnp.asarray(0.5))) == 3.0 and float(sf.Interval(1, 2, 3)(jnp.asarray(2.0))) == 3.0
 
 
 def test_interval_skips_the_reference_outside():

@@ -77,15 +77,15 @@ class LabelledMixture(eqx.Module):
 
     def conditional_score(self, sde: AbstractSDE, y: Int[ArrayLike, ""]) -> AnalyticScore:
         r"""The exact score of $p_t(x \mid y)$."""
-        return AnalyticScore(self.class_mixture(y), sde)
+        return AnalyticScore(mixture=self.class_mixture(y), sde=sde)
 
     def unconditional_score(self, sde: AbstractSDE) -> AnalyticScore:
         r"""The exact score of $p_t(x)$."""
-        return AnalyticScore(self.mixture, sde)
+        return AnalyticScore(mixture=self.mixture, sde=sde)
 
     def score_model(self, sde: AbstractSDE) -> "LabelledScore":
         """The exact conditional score model: `cond` a label, `LabelledScore.NULL` (-1) or None unconditional."""
-        return LabelledScore(self, sde)
+        return LabelledScore(labelled=self, sde=sde)
 
 
 class LabelledScore(AbstractScoreModel):

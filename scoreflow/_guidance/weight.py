@@ -7,13 +7,15 @@ The argument is the EDM noise level $\tilde\sigma = \sigma(t)/\alpha(t) = e^{-\l
 import abc
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._custom_types import Scalar, ScalarLike
-from .._misc import as_float, check_real
+from .._misc import as_float, check_real, is_traced
 from .._sde import AbstractSDE
+
+
+_Number = ScalarLike | int  # a Python int weight (Constant(3)) is fine too
 
 
 class AbstractGuidanceWeight(eqx.Module):
@@ -38,7 +40,7 @@ class Constant(AbstractGuidanceWeight):
     r"""$g(\tilde\sigma) = g$ at every noise level (classifier-free guidance as in Ho & Salimans, 2022, with their
     $w = g - 1$). A Python-number `g` is a constant known at trace time, so `Guided` then needs no `lax.cond`."""
 
-    g: ScalarLike
+    g: _Number
 
     def __check_init__(self):
         check_real("Constant", "g", self.g)
@@ -54,15 +56,15 @@ class Interval(AbstractGuidanceWeight):
     interval improves sample and distribution quality in diffusion models"). Outside the interval `Guided` does
     not evaluate its reference model."""
 
-    sigma_lo: ScalarLike
-    sigma_hi: ScalarLike
-    g: ScalarLike
+    sigma_lo: _Number
+    sigma_hi: _Number
+    g: _Number
 
     def __check_init__(self):
         check_real("Interval", "sigma_lo", self.sigma_lo, 0.0)
         check_real("Interval", "sigma_hi", self.sigma_hi, 0.0, allow_inf=True)
         check_real("Interval", "g", self.g)
-        if _known(self.sigma_lo, self.sigma_hi) and not float(self.sigma_lo) < float(self.sigma_hi):
+        if _known(self.sigma_lo, self.sigma_hi) and not _less(self.sigma_lo, self.sigma_hi):
             raise ValueError(
                 f"Interval needs sigma_lo < sigma_hi; got sigma_lo={self.sigma_lo}, sigma_hi={self.sigma_hi}"
             )
@@ -80,17 +82,17 @@ class Ramp(AbstractGuidanceWeight):
     Wang et al., 2024, "Analysis of classifier-free guidance weight schedulers", written in log-SNR here so that
     they transfer between SDEs). Where it equals 1, `Guided` skips the reference model as for `Interval`."""
 
-    sigma_lo: ScalarLike
-    sigma_hi: ScalarLike
-    g_lo: ScalarLike
-    g_hi: ScalarLike
+    sigma_lo: _Number
+    sigma_hi: _Number
+    g_lo: _Number
+    g_hi: _Number
 
     def __check_init__(self):
         check_real("Ramp", "sigma_lo", self.sigma_lo, 0.0, low_open=True)
         check_real("Ramp", "sigma_hi", self.sigma_hi, 0.0, low_open=True)
         check_real("Ramp", "g_lo", self.g_lo)
         check_real("Ramp", "g_hi", self.g_hi)
-        if _known(self.sigma_lo, self.sigma_hi) and not float(self.sigma_lo) < float(self.sigma_hi):
+        if _known(self.sigma_lo, self.sigma_hi) and not _less(self.sigma_lo, self.sigma_hi):
             raise ValueError(f"Ramp needs sigma_lo < sigma_hi; got sigma_lo={self.sigma_lo}, sigma_hi={self.sigma_hi}")
 
     def __call__(self, sigma: Float[Array, ""]) -> Scalar:
@@ -107,4 +109,8 @@ class Ramp(AbstractGuidanceWeight):
 
 def _known(*values) -> bool:
     """Whether every value is concrete (a traced field of a module rebuilt under `jit` has no value to compare)."""
-    return not any(isinstance(v, jax.core.Tracer) for v in values)
+    return not is_traced(values)
+
+
+def _less(a: _Number, b: _Number) -> bool:
+    return bool(jnp.asarray(a) < jnp.asarray(b))
