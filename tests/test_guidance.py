@@ -284,3 +284,35 @@ def test_log_likelihood_of_guided_model():
     lp_cond = sf.log_likelihood(cond_only, sde, x, prior=gauss(mu_c, math.hypot(s, sde.T)), **kw).log_prob
     np.testing.assert_allclose(lp_cond, gauss(mu_c, math.hypot(s, sde.t0)).log_prob(x), atol=1e-4)
     assert lp[0] > lp_cond[0] + 1.0 and lp[1] < lp_cond[1]
+
+
+def test_interval_skips_the_reference_inside_sample():
+    """In a fixed-step sampler t is not batched, so the cond stays a branch: the reference runs exactly at the
+    times, among those where the main model runs (recorded), that lie inside the interval."""
+    lm = labelled()
+    times = []
+
+    class Recorded(sf.AbstractScoreModel):
+        model: sf.AbstractScoreModel
+
+        @property
+        def sde(self):
+            return self.model.sde
+
+        def __call__(self, t, x, cond=None, *, key=None):
+            jax.debug.callback(lambda tt: times.append(float(tt)), t)
+            return self.model(t, x, cond)
+
+    main = Recorded(lm.conditional_score(EDM, 0))
+    ref = Counted(lm.unconditional_score(EDM), 0.0, math.inf)
+    n = 4
+    x_T = jnp.array([[10.0, -5.0]])
+    for lo, hi in ((0.0, math.inf), (1e3, 1e4), (1.0, 10.0)):
+        CALLS.clear()
+        times.clear()
+        model = sf.Guided(main, ref, sf.Interval(jnp.asarray(lo), jnp.asarray(hi), 2.0))
+        jax.block_until_ready(sf.sample(model, EDM, jax.random.key(0), (1, 2), sf.EDMHeun(steps=n), x_T=x_T).samples)
+        assert len(times) == 2 * n - 1
+        assert len(CALLS) == sum(lo <= t <= hi for t in times), (lo, hi, times, len(CALLS))
+        if (lo, hi) == (1.0, 10.0):
+            assert 0 < len(CALLS) < len(times)
