@@ -202,6 +202,25 @@ def test_cfg_batched_and_two_calls_and_cond_from_call(getkey):
     np.testing.assert_allclose(a, d, rtol=1e-12)
     np.testing.assert_allclose(b, d, rtol=1e-12)
     np.testing.assert_allclose(c, d, rtol=1e-12)
+    # One traced call of the network when batched (an int32 label stacks with the Python-int null), two if not.
+    traced = []
+
+    class Traced(sf.AbstractScoreModel):
+        model: sf.AbstractScoreModel
+
+        @property
+        def sde(self):
+            return self.model.sde
+
+        def __call__(self, t, x, cond=None, *, key=None):
+            traced.append(cond)
+            return self.model(t, x, cond)
+
+    for flag, calls in ((True, 1), (False, 2)):
+        traced.clear()
+        cfg = sf.ClassifierFreeGuidance(Traced(model), jnp.asarray(1, jnp.int32), -1, sf.Constant(2.0), batch=flag)
+        jax.make_jaxpr(lambda xi, cfg=cfg: cfg(0.5, xi))(x[0])
+        assert len(traced) == calls, (flag, traced)
     with pytest.raises(ValueError, match="already holds its conditioning"):
         one(0.5, x[0], 0)
     with pytest.raises(ValueError, match="same SDE"):

@@ -23,8 +23,9 @@ class ClassifierFreeGuidance(AbstractGuided):
     - `null`: the null conditioning $\varnothing$ (e.g. the label -1, or a zero embedding).
     - `weight`: an `AbstractGuidanceWeight` (`Constant(g)`, `Interval(lo, hi, g)`, `Ramp(...)`).
     - `batch`: evaluate the two conditionings as one `vmap`ped call of size 2 (one batched network evaluation
-      instead of two sequential ones). Used when `cond` and `null` have the same tree structure, shapes and
-      dtypes; otherwise (or with `batch=False`, e.g. for a network whose memory does not allow it) two calls.
+      instead of two sequential ones). Used when `cond` and `null` have the same tree structure and shapes and
+      leaves of the same kind (`null` is cast to `cond`'s dtypes); otherwise (or with `batch=False`, e.g. for a
+      network whose memory does not allow it) two calls.
       Both evaluations get the same `key` (the same dropout mask).
 
     Where $g = 1$ only $s(t, x, c)$ is computed (see `AbstractGuided`).
@@ -70,18 +71,28 @@ class ClassifierFreeGuidance(AbstractGuided):
     def main_and_reference(self, t, x, cond, key):
         c = self._cond(cond)
         if self.batch and _stackable(c, self.null):
-            both = jax.tree.map(lambda a, b: jnp.stack([jnp.asarray(a), jnp.asarray(b)]), c, self.null)
+            both = jax.tree.map(
+                lambda a, b: jnp.stack([jnp.asarray(a), jnp.asarray(b, jnp.result_type(a))]), c, self.null
+            )
             out = jax.vmap(lambda ci: self.model(t, x, ci, key=key))(both)
             return out[0], out[1]
         return self.model(t, x, c, key=key), self.model(t, x, self.null, key=key)
 
 
 def _stackable(a: Conditioning, b: Conditioning) -> bool:
-    """Whether two conditionings can be stacked into one batch of two (same structure, shapes, dtypes)."""
+    """Whether two conditionings can be stacked into one batch of two: the same structure and shapes, and each
+    pair of leaves of one kind (integer, floating, bool), so that `b` casts to `a`'s dtype without loss of
+    meaning (a label -1 given as a Python int next to int32 labels)."""
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
     if ta != tb or not la:
         return False
-    return all(
-        jnp.shape(x) == jnp.shape(y) and jnp.result_type(x) == jnp.result_type(y) for x, y in zip(la, lb, strict=True)
-    )
+    return all(jnp.shape(x) == jnp.shape(y) and _kind(x) == _kind(y) for x, y in zip(la, lb, strict=True))
+
+
+def _kind(x) -> str:
+    dtype = jnp.result_type(x)
+    for kind in (jnp.bool_, jnp.integer, jnp.floating, jnp.complexfloating):
+        if jnp.issubdtype(dtype, kind):
+            return str(kind)
+    return str(dtype)

@@ -11,7 +11,7 @@ from .._custom_types import Conditioning, ScalarLike
 from .._misc import as_float, is_traced
 from .._model import AbstractScoreModel
 from .._sde import AbstractSDE
-from .weight import AbstractGuidanceWeight
+from .weight import AbstractGuidanceWeight, known_constant
 
 
 class AbstractGuided(AbstractScoreModel):
@@ -25,8 +25,8 @@ class AbstractGuided(AbstractScoreModel):
     Where $g = 1$ only the main score is computed: `lax.cond(g != 1, both, main)` on the scalar time. When `t`
     is batched under `vmap` (e.g. `log_likelihood`, which `vmap`s one adaptive solve per example) JAX turns that
     `cond` into a `select` that evaluates both branches, so the saving (not the result) is lost there; the
-    fixed-step samplers of `sample` keep `t` unbatched. If $g$ is a constant known at trace time (`Constant`
-    with a Python number) there is no `cond` at all. Because `select` computes the unused branch, a reference
+    fixed-step samplers of `sample` keep `t` unbatched. If $g$ is a constant known at trace time (a `Constant`
+    whose `g` is not traced) there is no `cond` at all. Because `select` computes the unused branch, a reference
     model that returns NaN where it is not used still gives finite scores, but reverse-mode gradients through
     that branch may be NaN; keep reference models finite.
     """
@@ -61,8 +61,9 @@ class AbstractGuided(AbstractScoreModel):
         def main():
             return self.main_score(t, x, cond, key)
 
-        if not is_traced(g):  # known at trace time: no cond
-            return main() if bool(g == 1) else guided()
+        constant = known_constant(self.weight)
+        if constant is not None:  # known at trace time: no cond
+            return main() if constant == 1 else guided()
         return jax.lax.cond(g != 1, guided, main)
 
 

@@ -38,7 +38,7 @@ class AbstractGuidanceWeight(eqx.Module):
 
 class Constant(AbstractGuidanceWeight):
     r"""$g(\tilde\sigma) = g$ at every noise level (classifier-free guidance as in Ho & Salimans, 2022, with their
-    $w = g - 1$). A Python-number `g` is a constant known at trace time, so `Guided` then needs no `lax.cond`."""
+    $w = g - 1$). A `g` that is not traced is known at trace time, so `Guided` then needs no `lax.cond`."""
 
     g: _Number
 
@@ -46,7 +46,6 @@ class Constant(AbstractGuidanceWeight):
         check_real("Constant", "g", self.g)
 
     def __call__(self, sigma: Float[Array, ""]) -> Scalar:
-        # Built from `g` alone (only the dtype of `sigma`), so it stays a concrete value under `jit`.
         return jnp.asarray(self.g, jnp.result_type(sigma))
 
 
@@ -105,6 +104,14 @@ class Ramp(AbstractGuidanceWeight):
         g_hi = jnp.asarray(self.g_hi, dtype)
         # Exact end values (no rounding of g_lo + 0 * (g_hi - g_lo)), so g = 1 there is detected exactly.
         return jnp.where(u <= 0, g_lo, jnp.where(u >= 1, g_hi, g_lo + u * (g_hi - g_lo)))
+
+
+def known_constant(weight: AbstractGuidanceWeight) -> float | None:
+    """The value of a `Constant` weight whose `g` is not traced, else None. Read from the field, not through
+    `jnp` (under `jit` every `jnp` result is a tracer, even of a Python number)."""
+    if isinstance(weight, Constant) and _known(weight.g):
+        return float(weight.g)
+    return None
 
 
 def _known(*values) -> bool:
