@@ -44,10 +44,25 @@ from ._discrete import (
     text_chunks as text_chunks,
 )
 
+# --- distillation: few-step students and the grid they were distilled for ---
+from ._distill import (
+    DistillationGrid as DistillationGrid,
+    DistillationStage as DistillationStage,
+    Distilled as Distilled,
+    GuidanceWeightMLP as GuidanceWeightMLP,
+    TruncatedSNRWeighting as TruncatedSNRWeighting,
+    distill as distill,
+    guided_distillation_loss as guided_distillation_loss,
+    guided_distillation_target as guided_distillation_target,
+    progressive_distillation_loss as progressive_distillation_loss,
+    progressive_distillation_target as progressive_distillation_target,
+)
+
 # --- guidance: score models combining score models ---
 from ._guidance import (
     AbstractGuidanceWeight as AbstractGuidanceWeight,
     AbstractGuided as AbstractGuided,
+    AbstractObservation as AbstractObservation,
     ClassifierFreeGuidance as ClassifierFreeGuidance,
     ClassifierGuidance as ClassifierGuidance,
     Constant as Constant,
@@ -55,7 +70,15 @@ from ._guidance import (
     Interval as Interval,
     LabelledMixture as LabelledMixture,
     LabelledScore as LabelledScore,
+    Linear as Linear,
+    Mask as Mask,
+    OrthogonalSplit as OrthogonalSplit,
     Ramp as Ramp,
+    ReconstructionGuidance as ReconstructionGuidance,
+    Replacement as Replacement,
+    StochasticConditioning as StochasticConditioning,
+    condition as condition,
+    log_evidence as log_evidence,
 )
 
 # --- likelihood ---
@@ -147,6 +170,7 @@ from ._reference import AnalyticScore as AnalyticScore, GaussianMixture as Gauss
 # --- samplers ---
 from ._sampler import (
     DDIM as DDIM,
+    DistilledDDIM as DistilledDDIM,
     AbstractCorrector as AbstractCorrector,
     AbstractPredictor as AbstractPredictor,
     AbstractSampler as AbstractSampler,

@@ -1,0 +1,60 @@
+r"""Reconstruction guidance (Ho et al., 2022, "Video diffusion models", eq. 7): a score wrapper that pulls the
+denoised estimate towards the observation, through the vector-Jacobian product of the model's denoiser."""
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from .._custom_types import Conditioning, ScalarLike
+from .._misc import as_float
+from .._model import AbstractScoreModel, score_from_x0
+from .._sde import AbstractSDE
+from .observation import AbstractObservation
+
+
+class ReconstructionGuidance(AbstractScoreModel):
+    r"""Ho et al.'s corrected denoiser $\tilde x_0 = \hat x_0 - \frac{w_r\alpha_t}{2}\nabla_x\|y - A\hat x_0(x)\|^2$,
+    returned as a score $(\alpha_t\tilde x_0 - x)/\sigma_t^2$:
+
+    $$ \tilde s(t, x) = s(t, x) + w_r\frac{\alpha_t^2}{\sigma_t^2} J^\top A^\top (y - A\hat x_0(x)),
+       \qquad J = \partial\hat x_0/\partial x, $$
+
+    i.e. the score plus $w_r$ times the gradient of $\log N(y; A\hat x_0(x), (\sigma_t^2/\alpha_t^2) I)$, a Gaussian
+    approximation of $p_t(y \mid x)$ whose variance is the noise level. $J^\top A^\top r$ is one `jax.vjp` of
+    `model.denoise` (one model evaluation plus its reverse pass). The correction is applied to every coordinate (Ho
+    et al. apply it to the unobserved part and replace the observed one; compose with `Replacement` for that). The
+    observation noise $\nu$ is not used. $w_r = 1$ is this approximate posterior score; Ho et al. use larger $w_r$.
+
+    **Arguments:** `model` (an `AbstractScoreModel`), `observation`, `y` (shape (m,)), `w_r` (default 1).
+    """
+
+    model: AbstractScoreModel
+    observation: AbstractObservation
+    y: Float[Array, " m"]
+    w_r: float | Float[Array, ""]
+
+    def __init__(self, model: AbstractScoreModel, observation: AbstractObservation, y: ArrayLike, w_r=1.0):
+        if not isinstance(model, AbstractScoreModel):
+            raise TypeError(f"ReconstructionGuidance needs `model` to be an AbstractScoreModel; got {model!r}")
+        if not isinstance(observation, AbstractObservation):
+            raise TypeError(f"ReconstructionGuidance needs an AbstractObservation; got {observation!r}")
+        y = jnp.asarray(y, jnp.result_type(float))
+        if y.shape != (observation.num_observed,):
+            raise ValueError(f"ReconstructionGuidance needs `y` of shape ({observation.num_observed},); got {y.shape}")
+        self.model, self.observation, self.y, self.w_r = model, observation, y, w_r
+
+    @property
+    def sde(self) -> AbstractSDE:  # type: ignore[override]
+        return self.model.sde
+
+    def __call__(
+        self, t: ScalarLike, x: Float[Array, "*data"], cond: Conditioning = None, *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, "*data"]:
+        t = as_float(t)
+        alpha, sigma = self.sde.alpha_sigma(t)
+        x0, vjp = jax.vjp(lambda xx: self.model.denoise(t, xx, cond, key=key), x)
+        residual = self.y.astype(x0.dtype) - self.observation(x0)
+        (grad,) = vjp(self.observation.transpose(residual))  # -1/2 grad_x ||y - A x0(x)||^2
+        s = score_from_x0(x, x0, alpha, sigma)
+        w = jnp.asarray(self.w_r, s.dtype)
+        return s + w * (alpha / sigma) ** 2 * grad
