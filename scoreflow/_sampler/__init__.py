@@ -6,6 +6,7 @@ from .discretisation import (
     LogSNRUniformTime as LogSNRUniformTime,
     UniformTime as UniformTime,
 )
+from .distilled import DistillationGrid as DistillationGrid, DistilledDDIM as DistilledDDIM
 from .dpm_solver import DPMSolverPP as DPMSolverPP
 from .edm import EDMHeun as EDMHeun
 from .metrics import sliced_wasserstein as sliced_wasserstein
