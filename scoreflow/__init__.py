@@ -170,12 +170,12 @@ from ._reference import AnalyticScore as AnalyticScore, GaussianMixture as Gauss
 # --- samplers ---
 from ._sampler import (
     DDIM as DDIM,
-    DistilledDDIM as DistilledDDIM,
     AbstractCorrector as AbstractCorrector,
     AbstractPredictor as AbstractPredictor,
     AbstractSampler as AbstractSampler,
     AbstractTimeDiscretisation as AbstractTimeDiscretisation,
     Ancestral as Ancestral,
+    DistilledDDIM as DistilledDDIM,
     DPMSolverPP as DPMSolverPP,
     EDMHeun as EDMHeun,
     EulerMaruyama as EulerMaruyama,
