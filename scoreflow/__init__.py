@@ -80,6 +80,7 @@ from ._guidance import (
     condition as condition,
     log_evidence as log_evidence,
 )
+from ._jaxlib_guard import warn_if_affected as _warn_if_affected
 
 # --- likelihood ---
 from ._likelihood import (
@@ -212,3 +213,5 @@ from ._sde import (
 # --- edges: data, checkpoints, training loop (import scoreflow.data / scoreflow.train for these) ---
 
 __version__ = "0.1.0"
+
+_warn_if_affected()  # jaxlib 0.10.0-0.10.2 CPU LAPACK deadlock: see _jaxlib_guard
