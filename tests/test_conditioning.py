@@ -195,22 +195,23 @@ def gaussian_denoise_closed_form(m0, c, alpha, sigma, x):
 
 
 @pytest.mark.parametrize("sde", [sf.VPSDE(sf.CosineSchedule()), sf.EDMSDE()], ids=["vp", "edm"])
-@pytest.mark.parametrize("w_r", [0.0, 1.0, 2.5])
-def test_reconstruction_guidance_closed_form(sde, w_r, getkey):
+@pytest.mark.parametrize("w_r, data_var", [(0.0, None), (1.0, None), (2.5, None), (1.5, 0.7)])
+def test_reconstruction_guidance_closed_form(sde, w_r, data_var, getkey):
     m0 = np.array([0.3, -0.5, 1.0, 0.2])
     c = np.array([0.5, 1.2, 0.7, 2.0])
     gmm = sf.GaussianMixture(jnp.ones(1), jnp.asarray(m0)[None], jnp.diag(jnp.asarray(c))[None])
     model = sf.AnalyticScore(mixture=gmm, sde=sde)
     a = np.array([[1.0, 0.5, 0.0, -0.3], [0.2, 1.0, 2.0, 0.0]])
     y = np.array([0.8, -1.2])
-    rg = sf.ReconstructionGuidance(model, sf.Linear(a), jnp.asarray(y), w_r)
+    rg = sf.ReconstructionGuidance(model, sf.Linear(a), jnp.asarray(y), w_r, data_var=data_var)
     t_mid = 0.5 if isinstance(sde, sf.VPSDE) else 1.3
     for t in (t_mid, 0.1 * t_mid):
         x = np.asarray(jax.random.normal(getkey(), (4,)))
         alpha, sigma = (float(v) for v in sde.alpha_sigma(jnp.asarray(t)))
         x0, gain = gaussian_denoise_closed_form(m0, c, alpha, sigma, x)
         s = (alpha * x0 - x) / sigma**2
-        expected = s + w_r * (alpha / sigma) ** 2 * gain * (a.T @ (y - a @ x0))
+        precision = (alpha / sigma) ** 2 + (0.0 if data_var is None else 1.0 / data_var)
+        expected = s + w_r * precision * gain * (a.T @ (y - a @ x0))
         got = np.asarray(rg(jnp.asarray(t), jnp.asarray(x)))
         np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-11)
 
