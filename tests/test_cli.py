@@ -35,7 +35,17 @@ def _fails(capsys, argv, *needles):
         (["nll", "somewhere", "--rtol", "0"], ["--rtol", "'0'"]),
         (["sample", "somewhere", "--sampler", "fast"], ["--sampler", "'fast'"]),
         (["train", "--loss", "vdm", "--sde", "ve"], ["--loss vdm needs --sde vp", "--sde ve"]),
-        (["train", "--data", "toy:ring8", "--loss", "dsm"], ["--network unet needs square images", "toy:ring8"]),
+        (
+            ["train", "--data", "toy:ring8", "--loss", "dsm"],
+            ["--network unet needs square images", "toy:ring8", "(2,)", "use --network mlp, which takes vectors"],
+        ),
+        (
+            ["train", "--network", "mlp"],
+            ["--network mlp needs vectors", "(1, 8, 8)", "use --network unet, which takes square images"],
+        ),
+        (["train", "--gamma-min", "nan"], ["--gamma-min", "'nan'", "a finite number"]),
+        (["nll", "somewhere", "--num-examples", "0"], ["--num-examples", "'0'", "positive integer"]),
+        (["sample", "somewhere", "--seed", "-1"], ["--seed", "'-1'", "integer >= 0"]),
         (["train", "--data", "toy:moons"], ["--data 'toy:moons'", "unknown toy mixture 'moons'"]),
         (["train", "--channels", "12"], ["--channels 12", "multiples of 8"]),
         (["train", "--data", "/nonexistent/x.npy"], ["--data '/nonexistent/x.npy'", "no such file"]),
@@ -53,6 +63,19 @@ def test_bad_data_file_named(capsys, tmp_path):
     q = tmp_path / "deep.npy"
     np.save(q, np.full((4, 8, 8), 300))
     _fails(capsys, ["train", "--data", str(q), "--bits", "8"], str(q), "outside [0, 255]")
+
+
+def test_non_square_images_hint_points_somewhere_useful(capsys, tmp_path):
+    # the unet and mlp messages must not send the user to each other in a loop
+    p = tmp_path / "wide.npy"
+    np.save(p, np.zeros((10, 8, 6), np.int64))
+    _fails(capsys, ["train", "--data", str(p)], "--network unet needs square images", "crop or pad them to square")
+    _fails(
+        capsys,
+        ["train", "--data", str(p), "--network", "mlp", "--loss", "dsm"],
+        "--network mlp needs vectors",
+        "flatten them to vectors (N, D)",
+    )
 
 
 def test_help_explains_every_option(capsys):

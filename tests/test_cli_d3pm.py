@@ -57,6 +57,7 @@ def test_digits_run_folder_and_bound(tmp_path, capsys):
         str(n_eval),
         "--num-samples",
         "4",
+        "--initial-bound",
         "--out",
         run,
         *TINY,
@@ -103,6 +104,13 @@ def test_digits_run_folder_and_bound(tmp_path, capsys):
     assert main(["info", run]) == 0
     info = capsys.readouterr().out
     assert "checkpoints [1]" in info and "transition=gaussian" in info and "test_bound_bpd" in info
+    # with the defaults, `sample` draws training's samples again: the same picture, byte for byte
+    assert main(["sample", run]) == 0
+    for ext in (".png", ".npy"):
+        assert (
+            open(os.path.join(run, "samples_step000001" + ext), "rb").read()
+            == open(os.path.join(run, "samples" + ext), "rb").read()
+        )
     assert main(["sample", run, "--num-samples", "4", "--seed", "3"]) == 0
     capsys.readouterr()
     assert np.load(os.path.join(run, "samples_step000001_seed3.npy")).shape == (4, 1, 8, 8)
@@ -110,6 +118,16 @@ def test_digits_run_folder_and_bound(tmp_path, capsys):
     _fails(capsys, ["nll", run], f"RUN {run!r} is a D3PM run", "test_bound_bpd")
     _fails(capsys, ["sample", run, "--sampler", "ddim"], "--sampler ddim", "does not apply to the D3PM run")
     _fails(capsys, ["train", "--model", "d3pm", "--out", run], "already holds a run", "--resume")
+
+
+def test_defaults_are_the_measured_best():
+    # absorbing, T = 50 (benchmarks/results/d3pm.md), hybrid coefficient 0.001 T, no step-0 bound unless asked
+    from scoreflow._cli.main import parser
+
+    c = d3pm.D3PM_FAMILY.config_from_args(parser().parse_args(["train", "--model", "d3pm"]))
+    assert (c["transition"], c["timesteps"], c["hybrid_coeff"], c["initial_bound"]) == ("absorbing", 50, None, False)
+    d3pm._resolve(c, sfd.load_digits())
+    assert c["hybrid_coeff"] == pytest.approx(0.05)
 
 
 def test_binary_digits_are_thresholded_digits():
@@ -156,7 +174,8 @@ def test_text_run_writes_characters(tmp_path, capsys):
         *TINY,
     ]
     assert main(argv) == 0
-    assert "bits/char" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bits/char" in out and "at step 0" not in out
     cfg = json.load(open(os.path.join(run, "config.json")))
     assert cfg["config"]["transition"] == "absorbing"  # the default for characters
     assert cfg["data"]["alphabet"] == sf.TEXT8_ALPHABET and cfg["transition"]["num_states"] == 28
@@ -166,13 +185,16 @@ def test_text_run_writes_characters(tmp_path, capsys):
     ids = np.load(os.path.join(run, "samples.npy"))
     assert sf.text8_decode(ids[0]) == lines[0]
 
-    # the step-0 bound equals d3pm_bound_bpd of the (unchanged, lr 0) restored transformer on the same subset
+    # no step-0 bound unless asked (--initial-bound); the final bound equals d3pm_bound_bpd of the (unchanged,
+    # lr 0) restored transformer on the same subset
+    rec = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
+    assert [r["step"] for r in rec] == [1, 1] and "test_bound_bpd" in rec[1]
     _, _, ds, transition, state = d3pm.load_run(run)
     levels = sfd.load_text(L).levels("test")[:n_eval].astype(np.int32)
     assert np.array_equal(levels[0], sf.text8_encode(sf.text8_decode(levels[0])))
-    rec = json.loads(open(os.path.join(run, "metrics.jsonl")).readline())
-    assert rec["test_bound_bpd"] == pytest.approx(_direct_bound(state.model, transition, levels, 0), rel=1e-6)
+    assert rec[1]["test_bound_bpd"] == pytest.approx(_direct_bound(state.model, transition, levels, 0), rel=1e-6)
     res = json.load(open(os.path.join(run, "results.json")))
+    assert res["initial_test_bound_bpd"] is None
     assert res["baselines_bpd"]["categorical"] == pytest.approx(sfd.categorical_bits_per_dim(ds), rel=1e-12)
 
 

@@ -1,6 +1,8 @@
 """Run folders: config.json bound to the checkpoints, corrupt configs named, outputs that never overwrite,
 cumulative times after --resume, read-only folders refused, stale temporaries cleaned at the start of a run."""
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -8,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from scoreflow._cli.main import main
@@ -33,7 +36,7 @@ TINY = [
     "--checkpoint-every",
     "2",
     "--nll-examples",
-    "0",
+    "3",
     "--num-samples",
     "8",
     "--sampler",
@@ -45,16 +48,18 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained_with_output(tmp_path_factory):
     run = str(tmp_path_factory.mktemp("runs") / "run")
-    assert main(["train", *TINY, "--steps", "4", "--out", run]) == 0
-    return run
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["train", *TINY, "--steps", "4", "--out", run]) == 0
+    return run, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
-def run(trained, tmp_path):
+def run(trained_with_output, tmp_path):
     copy = str(tmp_path / "run")
-    shutil.copytree(trained, copy)
+    shutil.copytree(trained_with_output[0], copy)
     return copy
 
 
@@ -114,6 +119,15 @@ def test_bad_config_values_named(run, capsys, change, needle):
     _fails(capsys, ["info", run], os.path.join(run, "config.json") + ": " + needle)
 
 
+def test_info_without_the_data_section(run, capsys):
+    p = os.path.join(run, "config.json")
+    cfg = json.load(open(p))
+    del cfg["data"], cfg["parameters"]
+    json.dump(cfg, open(p, "w"))
+    assert main(["info", run]) == 0
+    assert "data        ? ?, ? train / ? test" in capsys.readouterr().out
+
+
 def test_missing_config_key_named(run, capsys):
     p = os.path.join(run, "config.json")
     cfg = json.load(open(p))
@@ -124,13 +138,15 @@ def test_missing_config_key_named(run, capsys):
 
 def test_sample_outputs_named_by_step_never_overwritten(run, capsys):
     assert main(["sample", run, "--num-samples", "4"]) == 0
-    first = os.path.join(run, "samples_step000004_seed1")
+    first = os.path.join(run, "samples_step000004")
     assert os.path.isfile(first + ".png") and os.path.isfile(first + ".npy")
     before = open(first + ".png", "rb").read()
-    assert main(["sample", run, "--num-samples", "4", "--seed", "1"]) == 0
+    assert main(["sample", run, "--num-samples", "4"]) == 0
     err = capsys.readouterr().err
     assert f"{first}.png exists (not overwritten): writing {first}_2.png instead" in err
     assert open(first + ".png", "rb").read() == before and os.path.isfile(first + "_2.npy")
+    assert main(["sample", run, "--num-samples", "4", "--seed", "5"]) == 0  # another seed: named by it too
+    assert os.path.isfile(os.path.join(run, "samples_step000004_seed5.png"))
     _fails(capsys, ["sample", run, "--output", first + ".png"], f"--output {first + '.png'!r}", "refusing to overwrite")
     # after a fallback to an older checkpoint (the newest damaged), the output says which step it came from
     with open(os.path.join(run, "checkpoints", "step_00000004.ckpt"), "r+b") as f:
@@ -138,13 +154,13 @@ def test_sample_outputs_named_by_step_never_overwritten(run, capsys):
     with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
         assert main(["sample", run, "--num-samples", "4"]) == 0
     assert "step 2)" in capsys.readouterr().out
-    assert os.path.isfile(os.path.join(run, "samples_step000002_seed1.png"))
+    assert os.path.isfile(os.path.join(run, "samples_step000002.png"))
 
 
 def test_resume_reports_session_and_total_with_cumulative_time(run, capsys):
     first = json.load(open(os.path.join(run, "results.json")))
     assert (first["steps"], first["steps_this_session"]) == (4, 4)
-    _edit(run, steps=8)  # not a model-defining key: a longer run of the same model
+    _edit(run, steps=8, nll_examples=0)  # not model-defining keys: a longer run of the same model
     capsys.readouterr()
     assert main(["train", "--resume", "--out", run]) == 0
     out = capsys.readouterr().out
@@ -176,7 +192,60 @@ def test_stale_temporary_removed_at_start(run, capsys):
     dead.wait()
     stale = os.path.join(run, "checkpoints", f".step_00000006.ckpt.{_host_tag()}.{dead.pid}.0123456789abcdef.tmp")
     open(stale, "wb").write(b"x" * 1000)
-    _edit(run, steps=6)
+    _edit(run, steps=6, nll_examples=0)
     assert main(["train", "--resume", "--out", run]) == 0
     assert f"removed {stale} (left by a save that was killed)" in capsys.readouterr().err
     assert not os.path.exists(stale)
+
+
+def test_train_says_each_phase_and_lists_every_file_it_wrote(trained_with_output):
+    run, out, err = trained_with_output
+    phases = [
+        "compiling the training step",
+        "compiled in",
+        "evaluating the probability-flow likelihood of 3 test example(s) (exact trace, tsit5, rtol=0.001)",
+        "drawing 8 samples (ddim, 2 steps; compiling first)",
+    ]
+    at = [err.index(p) for p in phases]
+    assert at == sorted(at), err
+    listed = out.strip().splitlines()[-1]
+    assert listed.startswith("wrote ")
+    files = {os.path.join(d, n) for d, _, ns in os.walk(run) for n in ns}
+    assert set(listed[len("wrote ") :].split(", ")) == files
+    assert {os.path.relpath(f, run) for f in files} >= {"config.json", "results.json", "samples.png", "curves.png"}
+
+
+def test_sample_with_defaults_redraws_the_training_picture(run, capsys):
+    assert main(["sample", run]) == 0
+    assert "(8 samples, step 4)" in capsys.readouterr().out
+    for ext in (".png", ".npy"):
+        new = open(os.path.join(run, "samples_step000004" + ext), "rb").read()
+        assert new == open(os.path.join(run, "samples" + ext), "rb").read(), ext
+
+
+def test_nll_with_training_settings_prints_the_training_number(trained_with_output, run, capsys):
+    _, out, _ = trained_with_output
+    trained = json.load(open(os.path.join(run, "results.json")))["pf"]
+    printed = re.search(r"probability-flow NLL \(ODE\) +(\S+) nats", out).group(1)
+    assert main(["nll", run, "--num-examples", "3"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"{printed} nats NLL (+- ")
+    again = json.loads(open(os.path.join(run, "nll.jsonl")).read().splitlines()[-1])
+    assert again["nll_nats"] == trained["nll_nats"] and again["examples"] == 3 and again["seed"] == 0
+    # example i's number does not depend on how many are evaluated: the first 3 of 5 are the same
+    assert main(["nll", run, "--num-examples", "1"]) == 0
+    one = json.loads(open(os.path.join(run, "nll.jsonl")).read().splitlines()[-1])
+    assert one["nll_nats_stderr_over_examples"] is None and "no standard error" in capsys.readouterr().out
+
+
+def test_three_examples_warn_and_print_no_nan(tmp_path, capsys):
+    data = tmp_path / "three.npy"
+    np.save(data, np.array([[10, 200], [30, 40], [250, 7]]))
+    run = str(tmp_path / "run")
+    argv = ["train", *TINY, "--data", str(data), "--steps", "2", "--nll-examples", "4", "--out", run]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"warning: --data {str(data)!r} has only 2 training and 1 test example(s): too few" in captured.err
+    assert "nan" not in captured.out.lower() and "no standard error, 1 test images" in captured.out
+    res = json.load(open(os.path.join(run, "results.json")))
+    assert res["pf"]["bpd_stderr_over_examples"] is None

@@ -112,11 +112,11 @@ def test_sigint_then_sigterm_stop_with_checkpoint_and_resume(tmp_path):
 
 def test_sigint_during_setup_is_one_line(tmp_path):
     proc = _start([*TINY, "--out", str(tmp_path / "run")])
-    for line in proc.stderr:  # the last line before the training step is compiled
-        if line.startswith("run folder:"):
+    for line in proc.stderr:  # said just before the training step is compiled
+        if line.startswith("compiling the training step"):
             break
     else:
-        raise AssertionError(f"no 'run folder' line; exit {proc.wait()}")
+        raise AssertionError(f"no 'compiling' line; exit {proc.wait()}")
     code, _, err = _stop(proc, signal.SIGINT)
     assert code == 130
     assert err.strip().splitlines() == [

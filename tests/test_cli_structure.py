@@ -88,6 +88,14 @@ def test_each_module_imports_first():
         "    for k in [k for k in sys.modules if k.startswith('scoreflow._cli')]:\n"
         "        del sys.modules[k]\n"
         "    importlib.import_module('scoreflow._cli.' + m)\n"
+        # the default --model does not depend on which family module was imported first
+        "for k in [k for k in sys.modules if k.startswith('scoreflow._cli')]:\n"
+        "    del sys.modules[k]\n"
+        "import scoreflow._cli.d3pm\n"
+        "from scoreflow._cli import main, registry\n"
+        "assert list(registry.FAMILIES) == ['d3pm', 'continuous']\n"
+        "a = main.parser().parse_args(['train'])\n"
+        "assert a.model == 'continuous', a.model\n"
         "print('ok')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -97,7 +105,7 @@ def test_each_module_imports_first():
 def test_one_registry_of_families():
     from scoreflow._cli import main, registry
 
-    assert list(registry.FAMILIES) == ["continuous", "d3pm"]
+    assert sorted(registry.FAMILIES) == ["continuous", "d3pm"] and registry.default().name == "continuous"
     p = main.parser()
     train = next(a for a in p._subparsers._group_actions[0].choices["train"]._actions if a.dest == "model")
     assert train.choices == ["continuous", "d3pm"] and train.default == "continuous"

@@ -16,7 +16,7 @@ import scoreflow as sf
 
 from .. import data as sfd, train as sft
 from . import registry
-from .datasets import load_data
+from .datasets import load_data, warn_if_small
 from .options import (
     COMMON,
     Option,
@@ -26,6 +26,7 @@ from .options import (
     positive_float,
     positive_int,
 )
+from .progress import phase
 from .run import count_params, output_stem
 from .table import TABLE
 
@@ -114,11 +115,21 @@ def check_against_data(c: dict, ds: sfd.Dataset) -> None:
                 f"--loss vdm needs quantised data (images with a bit depth); --data {c['data']} is continuous: "
                 "use --loss dsm"
             )
+    square = len(shape) == 3 and shape[1] == shape[2]
     if c["network"] == "unet":
-        if len(shape) != 3 or shape[1] != shape[2]:
+        if not square:
+            if len(shape) == 1:
+                hint = "use --network mlp, which takes vectors"
+            elif len(shape) == 3:
+                hint = (
+                    "crop or pad them to square images; neither network takes non-square images (--network mlp "
+                    "takes vectors: flatten them to (N, C*H*W) for it)"
+                )
+            else:
+                hint = "give images as (N, C, H, W) with H = W, or vectors (N, D) with --network mlp"
             raise UsageError(
                 f"--network unet needs square images (C, H, W); --data {c['data']} has examples of shape "
-                f"{shape}: use --network mlp"
+                f"{shape}: {hint}"
             )
         factor = 2 ** (len(c["channels"]) - 1)
         if not c["channels"] or shape[-1] % factor or any(ch % 8 for ch in c["channels"]):
@@ -130,9 +141,11 @@ def check_against_data(c: dict, ds: sfd.Dataset) -> None:
         if any(a not in sizes for a in c["attention"]):
             raise UsageError(f"--attention {','.join(map(str, c['attention']))}: resolutions must be among {sizes}")
     if c["network"] == "mlp" and len(shape) != 1:
-        raise UsageError(
-            f"--network mlp needs vector data; --data {c['data']} has examples of shape {shape}: use --network unet"
-        )
+        if square:
+            hint = "use --network unet, which takes square images"
+        else:
+            hint = "flatten them to vectors (N, D); for images, cropped or padded to square, --network unet"
+        raise UsageError(f"--network mlp needs vectors (D,); --data {c['data']} has examples of shape {shape}: {hint}")
     if not c["gamma_min"] < c["gamma_max"]:
         raise UsageError(f"--gamma-min {c['gamma_min']} must be below --gamma-max {c['gamma_max']}")
     if c["schedule"] == "learned" and c["sde"] not in ("vp", "subvp"):
@@ -191,7 +204,28 @@ def build_state(c: dict, shape: tuple[int, ...]):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def vlb_bpd(model, ds, c, key) -> float:
+NLL_CHUNK = 4
+"""Examples per compiled likelihood evaluation: any number of examples reuses one compilation (the last chunk is
+padded), and example i's number does not depend on how many are evaluated."""
+
+
+def sample_key(seed: int) -> jax.Array:
+    """The key of the samples of a run trained with `--seed seed` (samples.png; `sample RUN` by default)."""
+    return jax.random.key(seed + 1)
+
+
+def eval_key(seed: int) -> jax.Array:
+    """The key of the test VLB of a run trained with `--seed seed`."""
+    return jax.random.fold_in(jax.random.key(seed), 2)
+
+
+def nll_key(seed: int) -> jax.Array:
+    """The key of the probability-flow likelihood of a run trained with `--seed seed` (in training and, by
+    default, in `nll RUN`); example i of the test set uses `fold_in(nll_key(seed), i)`."""
+    return jax.random.fold_in(eval_key(seed), 1)
+
+
+def vlb_bpd(model, ds, c, key, advance=lambda n: None) -> float:
     """Test-set VLB in bits/dim (mean over examples and `eval_repeats` draws of t and noise)."""
     x = jnp.asarray(ds.test)
 
@@ -199,52 +233,74 @@ def vlb_bpd(model, ds, c, key) -> float:
     def one(m, k):
         return jnp.mean(sf.batch_vdm_vlb(m, x, key=k, num_levels=ds.num_levels).total)
 
-    return float(np.mean([float(one(model, jax.random.fold_in(key, r))) for r in range(c["eval_repeats"])]))
+    out = []
+    for r in range(c["eval_repeats"]):
+        out.append(float(one(model, jax.random.fold_in(key, r))))
+        advance(1)
+    return float(np.mean(out))
 
 
-def pf_nll(model, ds, c, n, key) -> dict:
-    """Probability-flow likelihood of the first `n` test examples: bits/dim (quantised) or nats (continuous)."""
+def pf_nll(model, ds, c, n, key, advance=lambda n: None) -> dict:
+    """Probability-flow likelihood of the first `n` test examples: bits/dim (quantised) or nats (continuous).
+
+    Example i uses the key `fold_in(key, i)` (its dequantisation noise and Hutchinson probes), and examples are
+    evaluated `NLL_CHUNK` at a time, so the same settings give the same number for the same examples whatever
+    `n` is: `nll RUN` reproduces what training printed. `advance(k)` is called as k more examples are done.
+    """
     solver = TABLE["solver"][c["solver"]]()
     divergence = TABLE["divergence"][c["divergence"]](c["probes"])
-    sde = model.sde
     kw = dict(solver=solver, rtol=c["rtol"], atol=c["atol"], divergence=divergence)
     if ds.num_levels is None:
-        x = jnp.asarray(ds.test[:n])
-        res = eqx.filter_jit(lambda m, x, k: sf.log_likelihood(m, m.sde, x, key=k, **kw))(model, x, key)
-        out = {"nll_nats": float(-jnp.mean(res.log_prob)), "nfe": float(jnp.mean(res.nfe)), "examples": int(x.shape[0])}
+        # in the default float dtype: under an outer vmap, float32 x with x64 enabled trips diffrax's stage buffers
+        data = ds.test[:n].astype(jnp.result_type(float))
+
+        def one(m, x, k):
+            return -sf.log_likelihood(m, m.sde, x[None], key=k, **kw).log_prob[0]
+
+    else:
+        L = ds.num_levels
+        data = ds.levels("test")[:n]
+        # Level k sits at 2k/(L-1) - 1 (VDM's convention): the bin [k, k+1) maps to x = shift + scale (k + u).
+        scaling = sf.AffineScaling(scale=2.0 / (L - 1), shift=-1.0 - 1.0 / (L - 1))
+        dequant = TABLE["dequantisation"][c["dequantisation"]](model.sde)
+
+        def one(m, levels, k):
+            return sf.bits_per_dim(
+                lambda x, kk: sf.log_likelihood(m, m.sde, x, key=kk, **kw),
+                levels[None],
+                num_levels=L,
+                key=k,
+                scaling=scaling,
+                dequantisation=dequant,
+            ).bits_per_dim[0]
+
+    run = eqx.filter_jit(lambda m, xs, ks: jax.vmap(lambda x, k: one(m, x, k))(xs, ks))
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+    values = []
+    for s in range(0, n, NLL_CHUNK):
+        idx = np.minimum(np.arange(s, s + NLL_CHUNK), n - 1)
+        values.append(np.asarray(run(model, jnp.asarray(data[idx]), keys[idx]))[: n - s])
+        advance(min(NLL_CHUNK, n - s))
+    v = np.concatenate(values).astype(np.float64)
+    stderr = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else None
+    if ds.num_levels is None:
+        out = {"nll_nats": float(v.mean()), "nll_nats_stderr_over_examples": stderr, "examples": n}
         if ds.density is not None:
+            x = jnp.asarray(data)
             out["exact_nll_nats"] = float(-jnp.mean(ds.density.log_prob(x.astype(ds.density.means.dtype))))
         return out
-    L = ds.num_levels
-    levels = jnp.asarray(ds.levels("test")[:n])
-    # Level k sits at 2k/(L-1) - 1 (VDM's convention), i.e. the bin [k, k+1) maps to x = shift + scale (k + u).
-    scaling = sf.AffineScaling(scale=2.0 / (L - 1), shift=-1.0 - 1.0 / (L - 1))
-    dequant = TABLE["dequantisation"][c["dequantisation"]](sde)
-
-    @eqx.filter_jit
-    def run(m, levels, k):
-        return sf.bits_per_dim(
-            lambda x, kk: sf.log_likelihood(m, m.sde, x, key=kk, **kw),
-            levels,
-            num_levels=L,
-            key=k,
-            scaling=scaling,
-            dequantisation=dequant,
-        )
-
-    res = run(model, levels, key)
-    bpd = np.asarray(res.bits_per_dim)
-    return {
-        "bpd": float(bpd.mean()),
-        "bpd_stderr_over_examples": float(bpd.std(ddof=1) / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan"),
-        "examples": int(len(bpd)),
-    }
+    return {"bpd": float(v.mean()), "bpd_stderr_over_examples": stderr, "examples": n}
 
 
-def draw_samples(model, shape, c, n, seed) -> np.ndarray:
+def draw_samples(model, shape, c, n, key) -> np.ndarray:
     sampler = TABLE["sampler"][c["sampler"]](c["sample_steps"])
-    res = eqx.filter_jit(lambda m, k: sf.sample(m, m.sde, k, (n, *shape), sampler=sampler))(model, jax.random.key(seed))
+    res = eqx.filter_jit(lambda m, k: sf.sample(m, m.sde, k, (n, *shape), sampler=sampler))(model, key)
     return np.asarray(res.samples)
+
+
+def _pm(stderr, digits: int = 3) -> str:
+    """ "+- 0.012, " or, with fewer than two examples, "no standard error, "."""
+    return "no standard error, " if stderr is None else f"+- {stderr:.{digits}f}, "
 
 
 def _write_plots(run, model, ds, c, records, reference, samples) -> list[str]:
@@ -278,12 +334,13 @@ def summary(first_line: str, ds, r: dict) -> str:
     if pf and "bpd" in pf:
         lines.append(
             f"  probability-flow likelihood (ODE)        {pf['bpd']:.4f} bits/dim  "
-            f"(+- {pf['bpd_stderr_over_examples']:.3f}, {pf['examples']} test images)"
+            f"({_pm(pf['bpd_stderr_over_examples'])}{pf['examples']} test images)"
         )
     if pf and "nll_nats" in pf:
         ex = f", exact density {pf['exact_nll_nats']:.4f}" if "exact_nll_nats" in pf else ""
         lines.append(
-            f"  probability-flow NLL (ODE)               {pf['nll_nats']:.4f} nats{ex}  ({pf['examples']} test points)"
+            f"  probability-flow NLL (ODE)               {pf['nll_nats']:.4f} nats{ex}  "
+            f"({_pm(pf['nll_nats_stderr_over_examples'])}{pf['examples']} test points)"
         )
     for name, v in r.get("baselines_bpd", {}).items():
         what = "per-pixel categorical (add-one)" if name == "categorical" else f"{name} compressor"
@@ -291,8 +348,25 @@ def summary(first_line: str, ds, r: dict) -> str:
     return "\n".join(lines)
 
 
+def _nll_what(c: dict, ds, n: int) -> str:
+    how = f"{c['divergence']} trace" if c["divergence"] == "exact" else f"Hutchinson, {c['probes']} probe(s)"
+    deq = f", {c['dequantisation']} dequantisation" if ds.num_levels is not None else ""
+    return f"probability-flow likelihood of {n} test example(s) ({how}, {c['solver']}, rtol={c['rtol']}{deq})"
+
+
+def _sampling_what(c: dict, n: int) -> str:
+    steps = "" if c["sampler"] == "pf" else f", {c['sample_steps']} steps"
+    return f"drawing {n} samples ({c['sampler']}{steps}; compiling first)"
+
+
+def _default(a: argparse.Namespace, c: dict, options) -> dict:
+    """The run's config with the given sample/nll options put in (those not given stay as trained)."""
+    return dict(c, **{o.key: getattr(a, o.key) for o in options if getattr(a, o.key) is not None})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 class Continuous(registry.AbstractFamily):
+    is_default = True
     name = "continuous"
     title = "continuous"
     help = "continuous-time score model (--sde, --loss, ...: the default job)"
@@ -316,8 +390,11 @@ class Continuous(registry.AbstractFamily):
     def train(self, a: argparse.Namespace, session) -> int:
         c = session.config
         run = session.run
+        intr = session.interrupts
+        intr.doing = "loading the data"
         ds = load_data(c)
         check_against_data(c, ds)
+        warn_if_small(ds, c)
         state, optimiser = build_state(c, ds.shape)
 
         def config_doc():
@@ -348,15 +425,22 @@ class Continuous(registry.AbstractFamily):
         state = session.loop(state, step_fn, ds.train)
 
         model = state.ema if state.ema is not None else state.model
-        key = jax.random.fold_in(jax.random.key(c["seed"]), 2)
         results = session.timing(int(state.step))
+        bar = session.progress
         if ds.num_levels is not None and c["sde"] == "vp":
-            results["test_vlb_bpd"] = vlb_bpd(model, ds, c, key)
+            what = f"evaluating the test VLB ({len(ds.test)} images x {c['eval_repeats']} draws)"
+            with phase(what, total=c["eval_repeats"], unit="draws", interrupts=intr, bar=bar) as advance:
+                results["test_vlb_bpd"] = vlb_bpd(model, ds, c, eval_key(c["seed"]), advance)
         if c["nll_examples"] > 0:
-            results["pf"] = pf_nll(model, ds, c, min(c["nll_examples"], len(ds.test)), jax.random.fold_in(key, 1))
+            n = min(c["nll_examples"], len(ds.test))
+            with phase(
+                "evaluating the " + _nll_what(c, ds, n), total=n, unit="examples", interrupts=intr, bar=bar
+            ) as adv:
+                results["pf"] = pf_nll(model, ds, c, n, nll_key(c["seed"]), adv)
         if ds.num_levels is not None:
             results["baselines_bpd"] = sfd.baselines(ds)
-        samples = draw_samples(model, ds.shape, c, c["num_samples"], c["seed"] + 1)
+        with phase(_sampling_what(c, c["num_samples"]), interrupts=intr):
+            samples = draw_samples(model, ds.shape, c, c["num_samples"], sample_key(c["seed"]))
         np.save(run.file("samples.npy"), samples)
         session.wrote(run.file("samples.npy"))
         reference = {}
@@ -371,56 +455,69 @@ class Continuous(registry.AbstractFamily):
         print(session.files_line())
         return 0
 
-    def _load(self, run):
+    def _load(self, run, interrupts):
+        interrupts.doing = "loading the run"
         c = run.read_config()["config"]
         ds = load_data(c)
         state, _ = build_state(c, ds.shape)
         state, _ = run.restore(state, self, c)
         return c, ds, state
 
-    def sample(self, a: argparse.Namespace, run) -> int:
-        c, ds, state = self._load(run)
-        c = dict(c, **{o.key: o.default if getattr(a, o.key) is None else getattr(a, o.key) for o in SAMPLE_OPTIONS})
-        num_samples = 64 if a.num_samples is None else a.num_samples
-        seed = 1 if a.seed is None else a.seed
+    def sample(self, a: argparse.Namespace, run, interrupts) -> int:
+        c, ds, state = self._load(run, interrupts)
+        trained_seed = c["seed"]
+        c = _default(a, c, SAMPLE_OPTIONS)
+        n = c["num_samples"] if a.num_samples is None else a.num_samples
+        seed = trained_seed if a.seed is None else a.seed
         step = int(state.step)
-        stem, note = output_stem(run, a.output, f"samples_step{step:06d}_seed{seed}", (".png", ".npy"))
+        name = f"samples_step{step:06d}" + ("" if seed == trained_seed else f"_seed{seed}")
+        stem, note = output_stem(run, a.output, name, (".png", ".npy"))
         model = state.ema if state.ema is not None else state.model
-        samples = draw_samples(model, ds.shape, c, num_samples, seed)
+        with phase(_sampling_what(c, n), interrupts=interrupts):
+            samples = draw_samples(model, ds.shape, c, n, sample_key(seed))
         from .. import plots
 
         plots.save_samples(
             stem + ".png",
             np.clip(samples, -1, 1) if ds.num_levels is not None else samples,
             density=ds.density,
-            title=f"{ds.name}: {num_samples} samples ({c['sampler']})",
+            title=f"{ds.name}: {n} samples ({c['sampler']})",
         )
         np.save(stem + ".npy", samples)
         if note:
             print(note, file=sys.stderr)
-        print(f"wrote {stem}.png and {stem}.npy ({num_samples} samples, step {step})")
+        print(f"wrote {stem}.png and {stem}.npy ({n} samples, step {step})")
         return 0
 
-    def nll(self, a: argparse.Namespace, run) -> int:
-        c, ds, state = self._load(run)
-        given = {o.key: o.default if getattr(a, o.key) is None else getattr(a, o.key) for o in NLL_OPTIONS}
-        c = dict(c, **given)
+    def nll(self, a: argparse.Namespace, run, interrupts) -> int:
+        c, ds, state = self._load(run, interrupts)
+        c = _default(a, c, NLL_OPTIONS)
         model = state.ema if state.ema is not None else state.model
+        n = a.num_examples
+        if n > len(ds.test):
+            print(f"--num-examples {n}: the test set has {len(ds.test)} examples; using all of them", file=sys.stderr)
+            n = len(ds.test)
+        seed = c["seed"] if a.seed is None else a.seed
         t = time.time()
-        n = DEFAULTS["nll_examples"] if a.num_examples is None else a.num_examples
-        r = pf_nll(model, ds, c, min(n, len(ds.test)), jax.random.key(0 if a.seed is None else a.seed))
-        r.update(**given, step=int(state.step), seconds=round(time.time() - t, 1))
+        what = "evaluating the " + _nll_what(c, ds, n)
+        with phase(what, total=n, unit="examples", interrupts=interrupts, bar=not a.no_progress) as adv:
+            r = pf_nll(model, ds, c, n, nll_key(seed), adv)
+        r.update(
+            {o.key: c[o.key] for o in NLL_OPTIONS}, seed=seed, step=int(state.step), seconds=round(time.time() - t, 1)
+        )
         with open(run.file("nll.jsonl"), "a") as f:
             f.write(json.dumps(r) + "\n")
         if "bpd" in r:
             print(
-                f"{r['bpd']:.4f} bits/dim (+- {r['bpd_stderr_over_examples']:.3f} over {r['examples']} test examples; "
-                f"{c['divergence']}, {c['solver']}, rtol={c['rtol']}, atol={c['atol']}, {c['dequantisation']})"
+                f"{r['bpd']:.4f} bits/dim ({_pm(r['bpd_stderr_over_examples'])}{r['examples']} test examples; "
+                f"{c['divergence']}, {c['solver']}, rtol={c['rtol']}, atol={c['atol']}, {c['dequantisation']}; "
+                f"step {r['step']})"
             )
         else:
             print(
-                f"{r['nll_nats']:.4f} nats NLL over {r['examples']} test points"
-                + (f" (exact density: {r['exact_nll_nats']:.4f})" if "exact_nll_nats" in r else "")
+                f"{r['nll_nats']:.4f} nats NLL ({_pm(r['nll_nats_stderr_over_examples'])}{r['examples']} test points"
+                + (f"; exact density: {r['exact_nll_nats']:.4f}" if "exact_nll_nats" in r else "")
+                + f"; step {r['step']})"
             )
         return 0
 

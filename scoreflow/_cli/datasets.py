@@ -1,6 +1,7 @@
 """`--data SPEC` to a `Dataset`: the built-in digits and text, toy mixtures, the user's arrays and PNG folders."""
 
 import os
+import sys
 
 from .. import data as sfd
 from .options import UsageError
@@ -35,3 +36,17 @@ def load_data(c: dict) -> sfd.Dataset:
         f"--data {spec!r}: not 'digits', 'digits-binary', 'text', 'text8:PATH', 'toy:NAME', an existing .npy/.npz "
         "file or a folder of PNGs"
     )
+
+
+FEW_EXAMPLES = 100
+"""Fewer training examples than this get a warning: a model memorises them and its test numbers say little."""
+
+
+def warn_if_small(ds: sfd.Dataset, c: dict) -> None:
+    if len(ds.train) < FEW_EXAMPLES:
+        print(
+            f"warning: --data {c['data']!r} has only {len(ds.train)} training and {len(ds.test)} test example(s): "
+            f"too few to learn a distribution (the model will memorise them, and the test numbers say little; "
+            f"use at least {FEW_EXAMPLES}, better thousands)",
+            file=sys.stderr,
+        )

@@ -20,12 +20,14 @@ def run(a: argparse.Namespace, interrupts) -> int:
     cfg = folder.read_config()
     ckpts = sft.list_checkpoints(folder.checkpoints)
     metrics = folder.read_metrics()
+    d = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    shape = d.get("shape")
     print(f"run {a.run}")
     print(
-        f"  data        {cfg['data']['name']} {tuple(cfg['data']['shape'])}, {cfg['data']['n_train']} train / "
-        f"{cfg['data']['n_test']} test, levels {cfg['data']['num_levels']}"
+        f"  data        {d.get('name', '?')} {tuple(shape) if isinstance(shape, list) else '?'}, "
+        f"{d.get('n_train', '?')} train / {d.get('n_test', '?')} test, levels {d.get('num_levels', '?')}"
     )
-    print(f"  parameters  {cfg['parameters']}")
+    print(f"  parameters  {cfg.get('parameters', '?')}")
     print("  config      " + " ".join(f"{k}={v}" for k, v in cfg["config"].items()))
     print(f"  checkpoints {[s for s, _ in ckpts]}")
     if metrics:

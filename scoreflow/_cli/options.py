@@ -75,7 +75,8 @@ _OWN = object()
 class Option:
     """One option: config key, default, help text, argparse `type` (None: a string) and `choices`.
 
-    `default_text` replaces the shown default (for defaults resolved later, e.g. from the data).
+    `default_text` replaces the shown default (for defaults resolved later, e.g. from the data). `switch`: an
+    on/off flag (`--x` sets True), whose default is False.
     """
 
     key: str
@@ -84,13 +85,19 @@ class Option:
     type: Callable[[str], Any] | None = None
     choices: tuple[str, ...] | None = None
     default_text: str | None = None
+    switch: bool = False
 
-    def add_to(self, group, *, suppress: bool = False, default: Any = _OWN) -> None:
+    def add_to(self, group, *, suppress: bool = False, default: Any = _OWN, default_text: str | None = None) -> None:
         """Add to an argparse (group of a) parser. `suppress`: the option is absent from the namespace unless
         given (so that "given" can be told from "left at the default"); `default`: the namespace's value when
         not given, instead of the option's own default. The help shows the option's default either way."""
-        text = self.default_text if self.default_text is not None else shown(self.default)
-        kw: dict[str, Any] = dict(help=f"{self.help} (default: {text})".replace("%", "%%"))
+        text = default_text or self.default_text or shown(self.default)
+        if self.switch:
+            kw: dict[str, Any] = dict(help=self.help.replace("%", "%%"), action="store_true")
+            kw["default"] = argparse.SUPPRESS if suppress else self.default
+            group.add_argument(flag(self.key), **kw)
+            return
+        kw = dict(help=f"{self.help} (default: {text})".replace("%", "%%"))
         if self.type is not None:
             kw["type"] = self.type
         if self.choices is not None:
@@ -101,6 +108,10 @@ class Option:
 
     def check(self, value: Any) -> Any:
         """A config.json value for this option: returns it, or raises `ValueError` saying what was expected."""
+        if self.switch:
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.key} = {value!r}: expected true or false (as for {flag(self.key)})")
+            return value
         kind = getattr(self.type, "kind", float if self.type is float else str)
         expected = getattr(self.type, "expected", {float: "a number", str: "a string"}.get(kind))
         if self.choices is not None:

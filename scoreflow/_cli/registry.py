@@ -14,9 +14,11 @@ class AbstractFamily(abc.ABC):
     **Attributes:** `name` (the `--model` value), `title` (for messages), `help` (one line for `--help`),
     `train_options` (the `Option`s of `train` that only this family uses), `sample_options` and `nll_options`
     (the same for `sample RUN` and `nll RUN`: default None, meaning "as the run was trained"), `model_keys`
-    (the config keys that define the trained function; bound to every checkpoint).
+    (the config keys that define the trained function; bound to every checkpoint), `is_default` (the family of
+    `--model`'s default; exactly one has it, so the default does not depend on the order of imports).
     """
 
+    is_default: bool = False
     name: str
     title: str
     help: str
@@ -50,11 +52,11 @@ class AbstractFamily(abc.ABC):
         """`scoreflow train --model NAME` (also `--resume` of such a run). Returns the exit code."""
 
     @abc.abstractmethod
-    def sample(self, a: argparse.Namespace, run) -> int:
+    def sample(self, a: argparse.Namespace, run, interrupts) -> int:
         """`scoreflow sample RUN` for a run of this family."""
 
     @abc.abstractmethod
-    def nll(self, a: argparse.Namespace, run) -> int:
+    def nll(self, a: argparse.Namespace, run, interrupts) -> int:
         """`scoreflow nll RUN` for a run of this family."""
 
 
@@ -66,6 +68,14 @@ def register(family: AbstractFamily) -> AbstractFamily:
         raise ValueError(f"model family {family.name!r} is registered twice")
     FAMILIES[family.name] = family
     return family
+
+
+def default() -> AbstractFamily:
+    """The family `train` uses when `--model` is not given."""
+    found = [f for f in FAMILIES.values() if f.is_default]
+    if len(found) != 1:
+        raise RuntimeError(f"exactly one model family must be the default; found {[f.name for f in found]}")
+    return found[0]
 
 
 def get(name: str) -> AbstractFamily:

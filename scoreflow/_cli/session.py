@@ -12,6 +12,7 @@ import time
 
 from .. import train as sft
 from .interrupt import Interrupted, Interrupts
+from .progress import say
 from .run import Run, binding
 
 
@@ -89,9 +90,15 @@ class Session:
         self._metrics = open(self.run.metrics_path, "a")
         t = time.time()
         intr.doing = "compilation of the training step"
+        start = int(state.step)
+        if start >= c["steps"]:
+            say(f"nothing to train: the run is at step {start} of {c['steps']}")
+        else:
+            say("compiling the training step (the first step; up to a minute on a CPU) ...")
 
         def first_step():
             intr.set_training(True)
+            say(f"compiled in {time.time() - t:.1f} s; training steps {start + 1}..{c['steps']}")
 
         try:
             state = sft.train_loop(
@@ -120,8 +127,7 @@ class Session:
             self._metrics = None
         self.train_seconds = time.time() - t
         step = int(state.step)
-        if step > self.start_step or self.resume:
-            self.wrote(sft.checkpoint_path(self.run.checkpoints, step))
+        self.wrote(*(p for s, p in sft.list_checkpoints(self.run.checkpoints) if s > self.start_step))
         if intr.requested is not None:
             where = sft.checkpoint_path(self.run.checkpoints, step)
             raise Interrupted(

@@ -23,17 +23,17 @@ def add_parser(sub) -> None:
     for o in COMMON_DATA:
         o.add_to(g)
     g = t.add_argument_group("model")
-    names = list(registry.FAMILIES)
+    names = sorted(registry.FAMILIES)
     g.add_argument(
         "--model",
-        default=names[0],
+        default=registry.default().name,
         choices=names,
         metavar="{" + ",".join(names) + "}",
-        help="; ".join(f"{f.name}: {f.help}" for f in registry.FAMILIES.values()) + " (default: %(default)s)",
+        help="; ".join(f"{n}: {registry.FAMILIES[n].help}" for n in names) + " (default: %(default)s)",
     )
     for o in COMMON_NETWORK:
         o.add_to(g)
-    for f in registry.FAMILIES.values():
+    for f in sorted(registry.FAMILIES.values(), key=lambda f: f.name):
         g = t.add_argument_group(f"{f.title} models (--model {f.name} only)")
         for o in f.train_options:
             o.add_to(g, suppress=True)
