@@ -139,7 +139,7 @@ def test_one_halving_reproduces_teacher(getkey, tmp_path):
 
 def test_distilled_sampler_refuses_other_step_count(getkey):
     sde = _sde()
-    distilled = sf.Distilled(_teacher(sde), sf.DistillationGrid.of(sde, 4))
+    distilled = sf.Distilled(model=_teacher(sde), grid=sf.DistillationGrid.of(sde, 4))
     assert sf.DistilledDDIM(distilled, steps=4).steps == 4
     with pytest.raises(ValueError, match=r"distilled for 4 steps.*got steps=8"):
         sf.DistilledDDIM(distilled, steps=8)
@@ -159,7 +159,7 @@ def test_distilled_sampler_on_its_grid_is_ddim(getkey):
     """Off distillation, DistilledDDIM on a uniform grid of N steps is DDIM(steps=N) exactly."""
     sde = _sde()
     teacher = _teacher(sde)
-    distilled = sf.Distilled(teacher, sf.DistillationGrid.of(sde, 3))
+    distilled = sf.Distilled(model=teacher, grid=sf.DistillationGrid.of(sde, 3))
     key = getkey()
     a = sf.sample(distilled, sde, key, (8, 1), sf.DistilledDDIM(distilled)).samples
     b = sf.sample(teacher, sde, key, (8, 1), sf.DDIM(steps=3)).samples

@@ -19,6 +19,10 @@ class Distilled(AbstractScoreModel):
     model: AbstractScoreModel
     grid: DistillationGrid
 
+    def __init__(self, model: AbstractScoreModel, grid: DistillationGrid):
+        self.model = model
+        self.grid = grid
+
     def __check_init__(self):
         if not isinstance(self.model, AbstractScoreModel):
             raise TypeError(f"Distilled needs `model` to be an AbstractScoreModel; got model={self.model!r}")

@@ -156,7 +156,7 @@ def distill(
         jax.block_until_ready(state)
         wall = time.perf_counter() - start
         current = state.model
-        distilled = Distilled(current, grid)
+        distilled = Distilled(model=current, grid=grid)
         final = float(np.mean(losses[-3:])) if losses else float("nan")
         out.append(DistillationStage(distilled, n, steps_n, wall, final, folder))
         teacher = distilled

@@ -37,7 +37,7 @@ class GuidanceWeightMLP(eqx.Module):
         self.w_in = eqx.nn.Linear(embedding_dim, width, key=k_in)
         out = eqx.nn.Linear(width, width, key=k_out)
         self.w_out = eqx.tree_at(
-            lambda m: (m.weight, m.bias), out, (jnp.zeros_like(out.weight), jnp.zeros_like(out.bias))
+            lambda m: (m.weight, m.bias), out, (jnp.zeros_like(out.weight), jnp.zeros((width,), out.weight.dtype))
         )
 
     def __call__(
