@@ -185,6 +185,14 @@ def test_read_only_run_folder_refused(run, capsys):
         os.chmod(os.path.join(run, "checkpoints"), 0o755)
 
 
+def test_out_and_output_paths_checked(run, capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _fails(capsys, ["train", *TINY, "--out", str(afile)], f"--out {str(afile)!r}: exists and is not a folder")
+    bad = str(tmp_path / "nowhere" / "x.png")
+    _fails(capsys, ["sample", run, "--output", bad], f"--output {bad!r}: the folder", "does not exist")
+
+
 def test_stale_temporary_removed_at_start(run, capsys):
     from scoreflow.train.checkpoint import _host_tag
 

@@ -83,7 +83,9 @@ class Run:
 
     # -- folders and outputs ---------------------------------------------------------------------------------
     def require_writable(self, what: str) -> None:
-        """`UsageError` if the folder (or its checkpoints/) exists but cannot be written."""
+        """`UsageError` if the path is not a folder, or the folder (or its checkpoints/) cannot be written."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise UsageError(f"{what} {self.path!r}: exists and is not a folder; expected a run folder")
         for folder in (self.path, self.checkpoints):
             if os.path.isdir(folder) and (not os.access(folder, os.W_OK) or not os.stat(folder).st_mode & 0o222):
                 raise UsageError(f"{what} {self.path!r}: {folder} is read-only; make it writable or use another run")
@@ -189,6 +191,11 @@ def output_stem(run: Run, output: str | None, name: str, exts: tuple[str, ...]) 
         run.require_writable("RUN")
         return run.output_stem(name, exts)
     stem = os.path.splitext(output)[0]
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise UsageError(
+            f"--output {output!r}: the folder {parent} does not exist; expected a path in an existing folder"
+        )
     taken = [stem + e for e in exts if os.path.exists(stem + e)]
     if taken:
         raise UsageError(f"--output {output!r}: {taken[0]} exists; refusing to overwrite it (choose another path)")

@@ -12,6 +12,7 @@ import time
 
 from .. import train as sft
 from .interrupt import Interrupted, Interrupts
+from .options import UsageError
 from .progress import say
 from .run import Run, binding
 
@@ -44,7 +45,10 @@ class Session:
         logged after it dropped. New run: config.json (`config_doc()`) and an empty metrics file written.
         Either way, temporary files left by killed saves of earlier sessions are removed first."""
         self.run.require_writable("--out")
-        os.makedirs(self.run.checkpoints, exist_ok=True)
+        try:
+            os.makedirs(self.run.checkpoints, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {self.run.path!r}: cannot create the run folder ({e.strerror})") from None
         for p in sft.clean_temporaries(self.run.checkpoints, before=self.start):
             print(f"removed {p} (left by a save that was killed)", file=sys.stderr)
         if self.resume:

@@ -79,5 +79,6 @@ def run(a: argparse.Namespace, interrupts) -> int:
             raise UsageError(
                 f"--out {a.out!r}: already holds a run; pass --resume to continue it or choose another --out"
             )
+    folder.require_writable("--out")  # before the data are loaded and the model built
     session = Session(folder, family, c, resume=a.resume, progress=not a.no_progress, interrupts=interrupts)
     return family.train(a, session)
