@@ -244,3 +244,19 @@ def test_stochastic_conditioning_draws_views_uniformly(getkey):
     keys = jax.random.split(getkey(), n)
     by_key = np.asarray(jax.vmap(lambda k: sc(0.7, xs[0], key=k))(keys))[:, 0]
     assert np.all(np.abs(np.array([(by_key == v).mean() for v in (1.0, 2.0, 3.0)]) - 1 / 3) < 4 * np.sqrt(2 / 9 / n))
+
+
+def test_stochastic_conditioning_with_equal_views_is_the_model_under_sample(getkey):
+    """All views equal: stochastic conditioning must reproduce the conditioned model's samples (under `jit`)."""
+    sde = sf.EDMSDE()
+    gmm = sf.GaussianMixture(
+        jnp.array([0.5, 0.5]), jnp.array([[-1.0, 0.0], [1.0, 0.5]]), 0.2 * jnp.eye(2)[None] * jnp.ones((2, 1, 1))
+    )
+    labelled = sf.LabelledMixture(gmm, jnp.array([0, 1]))
+    model = labelled.score_model(sde)
+    sc = sf.StochasticConditioning(model, jnp.array([1, 1, 1]), getkey())
+    key = getkey()
+    run = jax.jit(lambda m, c: sf.sample(m, sde, key, (64, 2), sf.EDMHeun(8), cond=c).samples)
+    plain = run(model, jnp.ones(64, jnp.int32))
+    stochastic = run(sc, None)
+    np.testing.assert_allclose(np.asarray(stochastic), np.asarray(plain), rtol=0, atol=1e-12)

@@ -8,6 +8,7 @@ import abc
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._custom_types import Scalar, ScalarLike
@@ -110,7 +111,7 @@ def known_constant(weight: AbstractGuidanceWeight) -> float | None:
     """The value of a `Constant` weight whose `g` is not traced, else None. Read from the field, not through
     `jnp` (under `jit` every `jnp` result is a tracer, even of a Python number)."""
     if isinstance(weight, Constant) and _known(weight.g):
-        return float(weight.g)
+        return float(np.asarray(weight.g))  # concrete here (numpy, not jnp: no tracer under jit)
     return None
 
 
