@@ -32,6 +32,10 @@ class AbstractFamily(abc.ABC):
         """Every key of this family's config (what config.json's "config" holds)."""
 
     @abc.abstractmethod
+    def config_from_args(self, a: argparse.Namespace) -> dict:
+        """A new run's config from `train`'s parsed options (this family's options left out are defaults)."""
+
+    @abc.abstractmethod
     def run_tag(self, c: dict) -> str:
         """The middle of a default run folder's name, `runs/<data>-<tag>-<time>`."""
 
@@ -82,14 +86,6 @@ def get(name: str) -> AbstractFamily:
     if name not in FAMILIES:
         raise UsageError(f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}")
     return FAMILIES[name]
-
-
-def owner(key: str, attribute: str) -> AbstractFamily | None:
-    """The family whose `attribute` (e.g. "train_options") declares `key`, if any."""
-    for f in FAMILIES.values():
-        if any(o.key == key for o in getattr(f, attribute)):
-            return f
-    return None
 
 
 def refuse_foreign(a: argparse.Namespace, family: AbstractFamily, attribute: str, what: str) -> None:
