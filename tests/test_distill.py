@@ -210,3 +210,41 @@ def test_guided_loss_zero_at_target_and_student_starts_at_teacher(getkey):
     x = jax.random.normal(getkey(), (2,))
     for w in (0.0, 1.5, 4.0):
         np.testing.assert_allclose(student(0.3, x, (jnp.asarray(1), w)), net(0.3, x, jnp.asarray(1)), atol=1e-14)
+
+
+def test_guided_stage_two_conditioning_reaches_teacher_and_student(getkey):
+    """Stage 2: progressive distillation of a w-conditioned model, cond = (labels, w) per example; a student whose
+    denoiser is the target (computed at its own grid point) has zero loss, the teacher's own one step does not."""
+    sde = _sde()
+    covs = 0.1 * jnp.stack([jnp.eye(2)] * 2)
+    mixture = sf.GaussianMixture(jnp.array([0.5, 0.5]), jnp.array([[-1.0, 0.0], [1.0, 0.0]]), covs)
+    labelled = sf.LabelledScore(sf.LabelledMixture(mixture, jnp.array([0, 1])), sde)
+    n = 2
+
+    class WTeacher(sf.AbstractScoreModel):
+        sde: sf.AbstractSDE
+
+        def __call__(self, t, x, cond=None, *, key=None):
+            label, w = cond
+            alpha, sigma = self.sde.alpha_sigma(t)
+            return sf.score_from_x0(x, sf.guided_distillation_target(labelled, t, x, w, label, -1), alpha, sigma)
+
+    teacher = WTeacher(sde)
+    fine = jnp.asarray(sf.DistillationGrid.of(sde, 2 * n).times)
+
+    class TargetStudent(sf.AbstractScoreModel):
+        sde: sf.AbstractSDE
+
+        def __call__(self, t, x, cond=None, *, key=None):
+            i = _uniform_index(self.sde, t, n)
+            target = sf.progressive_distillation_target(teacher, fine[2 * i], fine[2 * i + 1], fine[2 * i + 2], x, cond)
+            alpha, sigma = self.sde.alpha_sigma(t)
+            return sf.score_from_x0(x, target, alpha, sigma)
+
+    x0 = jax.random.normal(getkey(), (32, 2))
+    cond = (jnp.arange(32) % 2, jnp.linspace(0.0, 4.0, 32))
+    key = getkey()
+    exact = sf.progressive_distillation_loss(TargetStudent(sde), teacher, x0, cond, key=key, num_steps=n)
+    one_step = sf.progressive_distillation_loss(teacher, teacher, x0, cond, key=key, num_steps=n)
+    assert one_step > 1e-4
+    assert exact < 1e-16 * one_step
