@@ -122,3 +122,23 @@ def test_sigint_during_setup_is_one_line(tmp_path):
     assert err.strip().splitlines() == [
         "scoreflow train: interrupted by SIGINT during compilation of the training step; exiting"
     ] or err.strip().startswith("scoreflow train: SIGINT received"), err
+
+
+def test_sigint_while_importing_jax_is_one_line():
+    """The console script's launcher sits outside the package, so a Ctrl-C while `scoreflow` (and jax) are still
+    being imported ends with one line and exit 130 (importing jax takes well over the 0.3 s waited here)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, _scoreflow_cli; sys.argv[1:] = ['info', '.']; sys.exit(_scoreflow_cli.main())",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines() == ["scoreflow: interrupted by SIGINT while importing scoreflow and jax; exiting"]
