@@ -116,10 +116,9 @@ def test_one_halving_reproduces_teacher(getkey, tmp_path):
     alpha, sigma = jax.vmap(sde.alpha_sigma)(ts)
     c = alpha * VAR / (alpha**2 * VAR + sigma**2)
     student = TabularLinear(sde, c, MU * (1 - alpha * c), n)
-    data = np.asarray(MU + np.sqrt(VAR) * jax.random.normal(getkey(), (2048, 1)))
-    kw = dict(
-        key=getkey(), train_steps=400, batch_size=128, student=student, learning_rate=0.02, checkpoint_dir=tmp_path
-    )
+    data = lambda k, m: MU + np.sqrt(VAR) * jax.random.normal(k, (m, 1))  # a sampler: 2048 draws, once
+    kw = dict(key=getkey(), train_steps=400, batch_size=128, student=student, learning_rate=0.02)
+    kw |= dict(num_examples=2048, checkpoint_dir=tmp_path)
     (stage,) = sf.distill(teacher, data, 2 * n, n, **kw)
     assert stage.steps == n and stage.student.grid == sf.DistillationGrid.of(sde, n) and stage.train_steps == 400
 

@@ -54,7 +54,7 @@ def _halvings(start_steps: int, end_steps: int) -> list[int]:
 
 def distill(
     teacher: AbstractScoreModel,
-    data: Array | np.ndarray,
+    data: Array | np.ndarray | Callable[[PRNGKeyArray, int], Array],
     start_steps: int,
     end_steps: int,
     *,
@@ -71,6 +71,7 @@ def distill(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     seed: int = 0,
+    num_examples: int = 65536,
     progress: bool = False,
     callback: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> list[DistillationStage]:
@@ -80,8 +81,9 @@ def distill(
 
     **Arguments:**
     - `teacher`: the model sampled with DDIM on `start_steps` steps (a `Distilled` must have that many).
-    - `data`: clean training examples, shape `(num_examples, *data)` (host array); with `cond`, conditioning with
-      the same leading axis.
+    - `data`: clean training examples, shape `(num_examples, *data)` (host array), or a sampler
+      `data(key, n) -> (n, *data)` from which `num_examples` examples are drawn once (key `fold_in(key, 0)`); with
+      `cond`, conditioning with the same leading axis.
     - `start_steps`, `end_steps`: `start_steps = end_steps * 2^k`, `k >= 1`.
     - `key`: per stage `fold_in(key, N)` is the train state's key.
     - `train_steps`: optimiser steps per stage, an int or a function of the student's step count `N`.
@@ -107,6 +109,9 @@ def distill(
         raise TypeError(f"distill needs `teacher` to be an AbstractScoreModel; got teacher={teacher!r}")
     sde = teacher.sde
     t0 = float(sde.t0 if t0 is None else t0)
+    if callable(data):
+        check_int("distill", "num_examples", num_examples, 1)
+        data = data(jax.random.fold_in(key, 0), num_examples)
     batch_data = (np.asarray(data), cond)
     current = student if student is not None else (teacher.model if isinstance(teacher, Distilled) else teacher)
     out: list[DistillationStage] = []
