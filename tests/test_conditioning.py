@@ -162,6 +162,13 @@ def test_replacement_draws_the_forward_noised_observation(getkey):
     # the free part of the state is kept; the same (t, x) gives the same draw
     np.testing.assert_allclose(np.asarray(jax.vmap(obs.free)(out)), np.asarray(jax.vmap(obs.free)(xs)), atol=1e-12)
     np.testing.assert_array_equal(np.asarray(hook(t, xs[0])), np.asarray(out[0]))
+    # start(): the observed part of a starting state is drawn from q(z_T | y), the rest kept
+    starts = jax.vmap(hook.start)(xs, jax.random.split(getkey(), n))
+    alpha_T, sigma_T = (float(v) for v in sde.alpha_sigma(jnp.asarray(sde.T)))
+    z_T = np.asarray(jax.vmap(obs)(starts))
+    assert np.all(np.abs(z_T.mean(0) - alpha_T * np.asarray(y)) < 4 * sigma_T * np.sqrt(np.diag(a @ a.T) / n))
+    np.testing.assert_allclose(np.cov(z_T.T), sigma_T**2 * a @ a.T, rtol=0.05, atol=0.01 * sigma_T**2)
+    np.testing.assert_allclose(np.asarray(jax.vmap(obs.free)(starts)), np.asarray(jax.vmap(obs.free)(xs)), atol=1e-12)
     # at t = 0 (sigma = 0) the observed part is y itself
     mask = sf.Mask(np.array([True, False, False, True]))
     end = sf.Replacement(mask, y, sde, getkey())(0.0, xs[0])

@@ -51,6 +51,12 @@ class Replacement(eqx.Module):
         eps = jax.random.normal(key, self.observation.shape, self.y.dtype)
         return alpha * self.y + sigma * self.observation(eps)
 
+    def start(self, x_T: Float[Array, "*data"], key: PRNGKeyArray) -> Float[Array, "*data"]:
+        r"""A starting state at $T$ whose observed part is drawn from $q(z_T \mid y)$ and whose unobserved part is
+        that of `x_T` (a prior draw): `sf.sample(..., x_T=jax.vmap(hook.start)(x_T, keys), hook=hook)`. (The hook
+        itself first acts after the first step; for a prior much wider than the data the difference is small.)"""
+        return self.observation.replace(x_T, self.noised(self.sde.T, key).astype(x_T.dtype))
+
     def __call__(self, t: Float[ArrayLike, ""], x: Float[Array, "*data"]) -> Float[Array, "*data"]:
         t = as_float(t)
         z = self.noised(t, state_key(self.key, t, x)).astype(x.dtype)
