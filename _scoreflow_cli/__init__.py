@@ -8,10 +8,11 @@ command is imported, `scoreflow._cli.interrupt` handles signals.
 import sys
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run the command with `argv` (default: the process's arguments); returns its exit code."""
     try:
         from scoreflow._cli.main import main as run
     except KeyboardInterrupt:
         sys.stderr.write("scoreflow: interrupted by SIGINT while importing scoreflow and jax; exiting\n")
         return 130
-    return run()
+    return run(argv)
