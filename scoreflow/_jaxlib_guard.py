@@ -30,8 +30,8 @@ def check(version: str | None = None, environ: dict | None = None, cpu_count: in
         f"scoreflow: jaxlib {version}'s CPU LAPACK kernels can deadlock when several large batched factorisations "
         "(cholesky, triangular solves, eigh, qr) run at once, e.g. inside a vmapped solver loop of your own model. "
         "scoreflow's own code avoids them, but to rule the hang out install jaxlib<0.10 (scoreflow's tested range) "
-        "or set the environment variable NPROC=1 before jax starts (one CPU worker: measured 2-3x slower training "
-        "on 2 cores, see benchmarks/results/lapack.md)."
+        "or set the environment variable NPROC=1 before jax starts (one CPU worker: no intra-op parallelism; "
+        "measured +9% per training step of the main job on 2 cores, see benchmarks/results/lapack.md)."
     )
 
 
