@@ -42,9 +42,7 @@ SCRIPT = textwrap.dedent(
 def test_large_batches_of_lapack_free_reference_do_not_hang():
     env = {k: v for k, v in os.environ.items() if k != "NPROC"}
     # A hang is unbounded; the fixed code needs ~25 s here (2 cores). 300 s leaves room for a slow CI machine.
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
     mean_err, sd_err = map(float, lines["LL"].split())
@@ -63,3 +61,34 @@ def test_affected_jaxlib_warns_with_the_workarounds():
     assert guard.check("0.9.2", environ={}, cpu_count=2) is None
     assert guard.check("0.10.2", environ={"NPROC": "1"}, cpu_count=2) is None  # the user chose a worker count
     assert guard.check("0.10.2", environ={}, cpu_count=1) is None  # one worker cannot deadlock this way
+
+
+def test_no_lapack_inside_the_compiled_solves():
+    """Deterministic companion of the subprocess test (a deadlock needs unlucky scheduling): the whole traced
+    likelihood and sampling programs on the analytic reference, while-loop bodies included, hold no LAPACK call."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    import scoreflow as sf
+
+    k, d = 3, 5
+    a = jax.random.normal(jax.random.key(0), (k, d, d)) * 0.5
+    gmm = sf.GaussianMixture(jnp.ones(k), jnp.zeros((k, d)), jnp.einsum("kij,klj->kil", a, a) + 0.3 * jnp.eye(d)[None])
+    sde = sf.VPSDE(sf.LinearSchedule())
+    model = sf.AnalyticScore(gmm, sde)
+    x = jnp.zeros((4, d))
+    programs = {
+        "log_likelihood": jax.make_jaxpr(
+            lambda x: sf.log_likelihood(model, sde, x, divergence=sf.Hutchinson(), key=jax.random.key(1)).log_prob
+        )(x),
+        "sample": jax.make_jaxpr(lambda key: sf.sample(model, sde, key, (4, d), sampler=sf.ProbabilityFlow()).samples)(
+            jax.random.key(2)
+        ),
+    }
+    for name, jaxpr in programs.items():
+        text = str(jaxpr)
+        assert "while" in text, name  # the solver loop is in the traced program
+        for prim in ("cholesky", "triangular_solve", "eigh", "lu", "qr", "householder_product", "schur", "svd"):
+            assert re.search(rf"= {prim}\b", text) is None, (name, prim)  # a primitive follows "= "
