@@ -4,9 +4,10 @@ Before the fix, `log_likelihood` with `Hutchinson` and `sample` with `AnalyticSc
 full-covariance mixture never returned on a 2-core CPU at these batch sizes: the old `GaussianMixture`
 refactorised $\\alpha^2\\Sigma_k + \\sigma^2 I$ by batched Cholesky at every call inside the compiled solver loop, and
 jaxlib 0.10's chunked LAPACK kernels deadlock when two such calls are in flight at once. Measured on the old code
-(2 cores, x64): 20,000 examples hung past 120 s in both calls (8,000 finished in 15 s); the fixed code does the
-likelihood in ~16 s and sampling in ~5 s. The run goes in a subprocess under a timeout, with `NPROC` removed from
-its environment so that the library fix itself is what is tested.
+(2 cores, x64): 20,000 examples hung past 120 s in both calls (the likelihood past 400 s; 8,000 finished in 15 s);
+the fixed code does the likelihood in ~16 s and sampling in ~5 s, and this test on the old code ran into its 300 s
+timeout. The run goes in a subprocess under a timeout, with `NPROC` removed from its environment so that the
+library fix itself is what is tested.
 """
 
 import os
@@ -64,7 +65,8 @@ def test_affected_jaxlib_warns_with_the_workarounds():
 
 
 def test_no_lapack_inside_the_compiled_solves():
-    """Deterministic companion of the subprocess test (a deadlock needs unlucky scheduling): the whole traced
+    """Deterministic companion of the subprocess test (a deadlock depends on scheduling, and the dependency
+    range now keeps the affected jaxlib out): the whole traced
     likelihood and sampling programs on the analytic reference, while-loop bodies included, hold no LAPACK call."""
     import re
 
