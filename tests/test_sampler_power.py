@@ -127,7 +127,9 @@ DETERMINISTIC = {
     "edm-heun-vp": ("vp", sf.EDMHeun(72), 0.03, None),  # 1.4e-2
     # the grid ends at sigma = 0.3, so the final jump to sigma = 0 (exact denoiser) matters: expected w = c u
     "edm-heun-edm-t0": ("edm", sf.EDMHeun(36), 0.03, 0.3),  # 1.7e-2
-    "dpmpp-2m-vp": ("vp", sf.DPMSolverPP(steps=20, order=2), 0.07, None),  # 3.2e-2
+    # 80 steps: there a second-order weight 10% off (a first-order error) is 4.6x the method's own 3.3e-3-3.9e-3
+    # (1.9x at 20 steps, 0.032 vs 0.075)
+    "dpmpp-2m-vp": ("vp", sf.DPMSolverPP(steps=80, order=2), 0.008, None),
     "dpmpp-3m-edm": ("edm", sf.DPMSolverPP(steps=20), 0.03, None),  # 1.3e-2
 }
 
@@ -202,12 +204,14 @@ CORR_BIAS = 0.03
 def test_stochastic_sampler_moments(name, runs):
     r = runs[name]
     assert np.all(np.isfinite(r["mean"])) and np.isfinite(r["var"])
-    assert np.max(np.abs(r["mean"])) < MEAN_TOL, (name, r["mean"])
-    assert abs(r["var"] - 1.0) < VAR_TOL, (name, r["var"])
+    worst = np.max(np.abs(r["mean"]))
+    assert worst < MEAN_TOL, f"{name}: max |mean| {worst:.3f} sd, allowed {MEAN_TOL:.3f}; {r['mean']}"
+    assert abs(r["var"] - 1.0) < VAR_TOL, f"{name}: pooled variance ratio {r['var']:.4f}, allowed 1 +- {VAR_TOL:.3f}"
     if STOCHASTIC[name][2] is not None:
         rho = r["corr_exact"]
         tol = 4.5 * np.sqrt((1 + rho**2) / N_STOCH) + CORR_BIAS
-        assert np.all(np.abs(r["corr"] - rho) < tol), (name, r["corr"], rho)
+        worst = np.max(np.abs(r["corr"] - rho) - tol)
+        assert worst < 0, f"{name}: corr(w, u) off by {worst:.3f} more than allowed; {r['corr']} vs {rho}"
 
 
 # ---------------------------------------------------------------- deterministic samplers: the exact map
@@ -215,8 +219,8 @@ def test_stochastic_sampler_moments(name, runs):
 
 @pytest.mark.parametrize("name", list(DETERMINISTIC))
 def test_deterministic_sampler_is_the_exact_map(name, runs):
-    err = runs[name]["err"]
-    assert np.isfinite(err) and err < DETERMINISTIC[name][2], (name, err)
+    err, tol = runs[name]["err"], DETERMINISTIC[name][2]
+    assert np.isfinite(err) and err < tol, f"{name}: max |w - u| = {err:.3g}, allowed {tol}"
 
 
 # ---------------------------------------------------------------- the Langevin corrector: exact ULA variance
@@ -254,5 +258,6 @@ def test_langevin_corrector_variance_is_exact_ula():
     for _ in range(LANGEVIN_STEPS):
         v = (1 - eps / var) ** 2 * v + 2 * eps
     z = (y - mean) / np.sqrt(v)
-    assert np.max(np.abs(np.mean(z, 0))) < 4.5 * SE_MEAN
-    assert abs(np.mean(z**2) - 1) < 4 * SE_VAR  # no bias term: the recursion is exact
+    assert np.max(np.abs(np.mean(z, 0))) < 4.5 * SE_MEAN, np.mean(z, 0)
+    ratio = np.mean(z**2)  # no bias term in its tolerance: the recursion is exact
+    assert abs(ratio - 1) < 4 * SE_VAR, f"variance / exact ULA variance = {ratio:.4f}, allowed 1 +- {4 * SE_VAR:.3f}"
