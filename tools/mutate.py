@@ -250,6 +250,7 @@ def _env(copy: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(copy), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # a rewritten file must never be shadowed by a stale .pyc
     env.setdefault("NPROC", "1")
+    env["COLUMNS"] = "300"  # pytest's summary line then keeps the failure message after the test id
     return env
 
 
@@ -361,7 +362,7 @@ def main(argv=None) -> int:
         for m in selected:
             applied = _apply(copy, m)
             if applied is None:
-                rows.append((m, "NOT APPLIED", f"pattern does not match {m.count} time(s) in {m.path}", 0.0))
+                rows.append((m, "NOT APPLIED", "", f"the pattern does not match {m.count} time(s)", 0.0))
                 print(f"{m.name}: NOT APPLIED", file=sys.stderr)
                 continue
             path, original = applied
@@ -371,16 +372,17 @@ def main(argv=None) -> int:
                     status, first, why, seconds = _pytest(copy, tests, args.timeout)
                     verdict = {"failed": "caught", "passed": "**NOT CAUGHT**"}.get(status, f"**{status}**")
                     label = f"{m.name} [{tests[0]}]" if args.per_file else m.name
-                    rows.append((dataclasses.replace(m, name=label), verdict, first, seconds))
+                    rows.append((dataclasses.replace(m, name=label), verdict, first, why, seconds))
                     print(f"{label}: {verdict} {first} ({seconds:.0f} s) {why}", file=sys.stderr)
             finally:
                 Path(path).write_text(original)
 
-        print("| mutation | file | caught? | first failing test | s |")
-        print("|---|---|---|---|---|")
-        for m, verdict, first, seconds in rows:
-            print(f"| `{m.name}`: {m.description} | `{m.path}` | {verdict} | `{first}` | {seconds:.0f} |")
-        verdicts = [v for _, v, _, _ in rows]
+        print("| mutation | file | caught? | first failing test | its message | s |")
+        print("|---|---|---|---|---|---|")
+        for m, verdict, first, why, seconds in rows:
+            why = why.replace("|", "/")[:110]
+            print(f"| `{m.name}`: {m.description} | `{m.path}` | {verdict} | `{first}` | {why} | {seconds:.0f} |")
+        verdicts = [v for _, v, _, _, _ in rows]
         print(
             f"\n{verdicts.count('caught')} caught, "
             f"{sum(v not in ('caught', 'NOT APPLIED') for v in verdicts)} not caught, "
