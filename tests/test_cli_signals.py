@@ -124,20 +124,28 @@ def test_sigint_during_setup_is_one_line(tmp_path):
     ] or err.strip().startswith("scoreflow train: SIGINT received"), err
 
 
+_SLOW_IMPORT = """
+import sys, time, _scoreflow_cli
+class SlowImport:  # stands in for the seconds `import scoreflow` (and jax) takes on a small machine
+    def find_spec(self, name, path=None, target=None):
+        if name == "scoreflow":
+            print("importing", flush=True)
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, SlowImport())
+sys.argv[1:] = ["info", "."]
+sys.exit(_scoreflow_cli.main())
+"""
+
+
 def test_sigint_while_importing_jax_is_one_line():
     """The console script's launcher sits outside the package, so a Ctrl-C while `scoreflow` (and jax) are still
-    being imported ends with one line and exit 130 (importing jax takes well over the 0.3 s waited here)."""
+    being imported ends with one line and exit 130. The import is held open by a slow finder, so the signal
+    arrives during it on any machine."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, _scoreflow_cli; sys.argv[1:] = ['info', '.']; sys.exit(_scoreflow_cli.main())",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", _SLOW_IMPORT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(0.3)
+    assert proc.stdout.readline().strip() == "importing"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-3000:]
