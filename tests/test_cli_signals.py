@@ -125,7 +125,10 @@ def test_sigint_during_setup_is_one_line(tmp_path):
 
 
 _SLOW_IMPORT = """
-import sys, time, _scoreflow_cli
+import signal, sys, time, _scoreflow_cli
+# A shell that starts the test run in the background (`&`, no job control) passes SIGINT down as ignored, and
+# Python then installs no KeyboardInterrupt handler; a terminal's Ctrl-C reaches a process that has one.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 class SlowImport:  # stands in for the seconds `import scoreflow` (and jax) takes on a small machine
     def find_spec(self, name, path=None, target=None):
         if name == "scoreflow":
