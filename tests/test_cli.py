@@ -193,3 +193,14 @@ def test_tiny_main_job_writes_run_folder(tmp_path, capsys):
     info = capsys.readouterr().out
     assert "checkpoints [1]" in info and "test_vlb_bpd" in info
     _fails(capsys, ["train", "--out", run], "already holds a run", "--resume")
+
+
+@pytest.mark.parametrize("model", ["continuous", "d3pm"])
+def test_unet_levels_checked_alike_in_both_families(model, tmp_path, capsys):
+    for flag, value, expected in (
+        ("--channels", "12,24", "--channels 12,24: needs multiples of 8, one per level"),
+        ("--attention", "3", "--attention 3: resolutions must be among [8, 4]"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--model", model, flag, value, "--steps", "1", "--out", str(tmp_path / flag)])
+        assert e.value.code == 2 and expected in capsys.readouterr().err

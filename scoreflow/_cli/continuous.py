@@ -21,6 +21,7 @@ from .options import (
     COMMON,
     Option,
     UsageError,
+    check_unet_levels,
     finite_float,
     nonneg_int,
     positive_float,
@@ -131,15 +132,7 @@ def check_against_data(c: dict, ds: sfd.Dataset) -> None:
                 f"--network unet needs square images (C, H, W); --data {c['data']} has examples of shape "
                 f"{shape}: {hint}"
             )
-        factor = 2 ** (len(c["channels"]) - 1)
-        if not c["channels"] or shape[-1] % factor or any(ch % 8 for ch in c["channels"]):
-            raise UsageError(
-                f"--channels {','.join(map(str, c['channels']))}: needs multiples of 8, one per level, with "
-                f"image size {shape[-1]} divisible by 2^(levels - 1)"
-            )
-        sizes = [shape[-1] // 2**i for i in range(len(c["channels"]))]
-        if any(a not in sizes for a in c["attention"]):
-            raise UsageError(f"--attention {','.join(map(str, c['attention']))}: resolutions must be among {sizes}")
+        check_unet_levels(c, shape[-1])
     if c["network"] == "mlp" and len(shape) != 1:
         if square:
             hint = "use --network unet, which takes square images"

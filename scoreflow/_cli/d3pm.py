@@ -29,7 +29,7 @@ import scoreflow as sf
 from .. import data as sfd, train as sft
 from . import registry
 from .datasets import load_data, warn_if_small
-from .options import COMMON, Option, UsageError, nonneg_float, positive_int
+from .options import COMMON, Option, UsageError, check_unet_levels, nonneg_float, positive_int
 from .progress import phase
 from .run import Run, count_params, output_stem
 from .table import TABLE
@@ -115,15 +115,7 @@ def _resolve(c: dict, ds: sfd.Dataset) -> None:
                 f"--model d3pm needs square images; --data {c['data']} has examples of shape {shape}: crop or pad "
                 "them to square"
             )
-        factor = 2 ** (len(c["channels"]) - 1)
-        if not c["channels"] or shape[-1] % factor or any(ch % 8 for ch in c["channels"]):
-            raise UsageError(
-                f"--channels {','.join(map(str, c['channels']))}: needs multiples of 8, one per level, with "
-                f"image size {shape[-1]} divisible by 2^(levels - 1)"
-            )
-        sizes = [shape[-1] // 2**i for i in range(len(c["channels"]))]
-        if any(r not in sizes for r in c["attention"]):
-            raise UsageError(f"--attention {','.join(map(str, c['attention']))}: resolutions must be among {sizes}")
+        check_unet_levels(c, shape[-1])
     elif len(shape) == 1:
         if c["width"] % 8:
             raise UsageError(f"--width {c['width']}: the transformer (4 heads) needs a multiple of 8")

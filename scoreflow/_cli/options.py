@@ -13,6 +13,20 @@ class UsageError(Exception):
     """A bad option value, run folder or config found after parsing; reported like argparse's errors (exit 2)."""
 
 
+def check_unet_levels(c: dict, image_size: int) -> None:
+    """The U-Net's `--channels` (multiples of 8, one per level, image size divisible by 2^(levels - 1)) and
+    `--attention` (resolutions among the levels' sizes) for square images of `image_size`; shared by the families."""
+    factor = 2 ** (len(c["channels"]) - 1)
+    if not c["channels"] or image_size % factor or any(ch % 8 for ch in c["channels"]):
+        raise UsageError(
+            f"--channels {','.join(map(str, c['channels']))}: needs multiples of 8, one per level, with "
+            f"image size {image_size} divisible by 2^(levels - 1)"
+        )
+    sizes = [image_size // 2**i for i in range(len(c["channels"]))]
+    if any(r not in sizes for r in c["attention"]):
+        raise UsageError(f"--attention {','.join(map(str, c['attention']))}: resolutions must be among {sizes}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # argparse types: every bad value names the value and what was expected (argparse adds "argument --x:").
 # Each carries `kind` (the Python type of a valid value), used to check config.json values.
