@@ -223,6 +223,35 @@ def test_reconstruction_guidance_closed_form(sde, w_r, data_var, getkey):
         np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("sde", [sf.VPSDE(sf.CosineSchedule()), sf.EDMSDE()], ids=["vp", "edm"])
+def test_reconstruction_guidance_exact_for_an_isotropic_gaussian(sde, getkey):
+    """For x0 ~ N(mu, v I) and a noise-free Mask, p_t(z | y) is known in closed form: the known part is
+    N(alpha y, sigma^2 I) and the unknown part its marginal N(alpha mu, alpha^2 v + sigma^2). Derived here without
+    the guidance formula: the PiGDM variance (data_var = v, w_r = 1) gives this score exactly, and so does Ho et al.'s
+    scaling with the noise-dependent weight w_r = 1 + sigma~^2 / v, while a constant w_r (1 or 2) does not: Ho et
+    al.'s likelihood variance sigma~^2 exceeds the true spread of A x0 given x_t, v sigma~^2 / (v + sigma~^2)."""
+    v, mu = 0.6, np.array([0.4, -0.7, 1.1, 0.2])
+    gmm = sf.GaussianMixture(jnp.ones(1), jnp.asarray(mu)[None], (v * jnp.eye(4))[None])
+    model = sf.AnalyticScore(mixture=gmm, sde=sde)
+    known = np.array([True, False, True, False])
+    mask, y = sf.Mask(known), np.array([1.3, -0.4])
+    t_mid = 0.5 if isinstance(sde, sf.VPSDE) else 1.3
+    for t in (t_mid, 0.1 * t_mid):
+        x = np.asarray(jax.random.normal(getkey(), (4,)))
+        alpha, sigma = (float(u) for u in sde.alpha_sigma(jnp.asarray(t)))
+        exact = -(x - alpha * mu) / (alpha**2 * v + sigma**2)
+        exact[known] = (alpha * y - x[known]) / sigma**2
+        pigdm = sf.ReconstructionGuidance(model, mask, jnp.asarray(y), 1.0, data_var=v)
+        np.testing.assert_allclose(np.asarray(pigdm(t, jnp.asarray(x))), exact, rtol=1e-10, atol=1e-10)
+        w_exact = 1.0 + (sigma / alpha) ** 2 / v
+        ho = sf.ReconstructionGuidance(model, mask, jnp.asarray(y), w_exact)
+        np.testing.assert_allclose(np.asarray(ho(t, jnp.asarray(x))), exact, rtol=1e-10, atol=1e-10)
+        for w_r in (1.0, 2.0):
+            got = np.asarray(sf.ReconstructionGuidance(model, mask, jnp.asarray(y), w_r)(t, jnp.asarray(x)))
+            assert np.max(np.abs(got - exact)) > 1e-3
+            np.testing.assert_allclose(got[~known], exact[~known], rtol=1e-12, atol=1e-12)
+
+
 class ViewScore(sf.AbstractScoreModel):
     """Returns its conditioning (a view's value) broadcast to x: shows which view was used."""
 
