@@ -58,6 +58,40 @@ from ._distill import (
     progressive_distillation_target as progressive_distillation_target,
 )
 
+# --- energy-based models: energies as score models, MCMC, diffusion recovery likelihood ---
+from ._energy import (
+    HMC as HMC,
+    MALA as MALA,
+    AbstractEnergy as AbstractEnergy,
+    AbstractLevelWeighting as AbstractLevelWeighting,
+    AbstractMCMCKernel as AbstractMCMCKernel,
+    ConvEnergy as ConvEnergy,
+    EnergyMLP as EnergyMLP,
+    EnergyScoreModel as EnergyScoreModel,
+    LogNormaliserResult as LogNormaliserResult,
+    MCMCResult as MCMCResult,
+    MixtureEnergy as MixtureEnergy,
+    QuadraticEnergy as QuadraticEnergy,
+    RecoveryEBM as RecoveryEBM,
+    RecoveryLossInfo as RecoveryLossInfo,
+    RecoverySchedule as RecoverySchedule,
+    SigmaRatioWeighting as SigmaRatioWeighting,
+    UnadjustedLangevin as UnadjustedLangevin,
+    UniformLevelWeighting as UniformLevelWeighting,
+    init_recovery_optimiser as init_recovery_optimiser,
+    langevin_chain as langevin_chain,
+    mcmc as mcmc,
+    recovery_log_density as recovery_log_density,
+    recovery_loss as recovery_loss,
+    recovery_loss_from_samples as recovery_loss_from_samples,
+    recovery_optimiser as recovery_optimiser,
+    recovery_pair as recovery_pair,
+    recovery_sample as recovery_sample,
+    recovery_update as recovery_update,
+    smc_log_normaliser as smc_log_normaliser,
+)
+
+
 # --- guidance: score models combining score models ---
 from ._guidance import (
     AbstractGuidanceWeight as AbstractGuidanceWeight,
