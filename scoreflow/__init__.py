@@ -117,6 +117,7 @@ from ._guidance import (
 from ._jaxlib_guard import warn_if_affected as _warn_if_affected
 
 # --- likelihood ---
+    count_evaluations as count_evaluations,
 from ._likelihood import (
     AbstractDequantisation as AbstractDequantisation,
     AbstractDivergence as AbstractDivergence,

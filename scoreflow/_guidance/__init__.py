@@ -1,6 +1,7 @@
 from .classifier import ClassifierGuidance as ClassifierGuidance
 from .classifier_free import ClassifierFreeGuidance as ClassifierFreeGuidance
 from .conditional import condition as condition, log_evidence as log_evidence
+from .count import count_evaluations as count_evaluations
 from .guided import AbstractGuided as AbstractGuided, Guided as Guided
 from .labelled_mixture import LabelledMixture as LabelledMixture, LabelledScore as LabelledScore
 from .observation import (
