@@ -303,6 +303,15 @@ def test_log_likelihood_of_guided_model():
     lp_cond = sf.log_likelihood(cond_only, sde, x, prior=gauss(mu_c, math.hypot(s, sde.T)), **kw).log_prob
     np.testing.assert_allclose(lp_cond, gauss(mu_c, math.hypot(s, sde.t0)).log_prob(x), atol=1e-4)
     assert lp[0] > lp_cond[0] + 1.0 and lp[1] < lp_cond[1]
+    # Interval CFG: the PF-ODE's output is N(mu_c + shift, s^2) exactly (see test_g4_interval_cfg_mean_shift), and
+    # the flow's divergence t / (s^2 + t^2) does not depend on the guidance, so the density is that Gaussian's;
+    # the adaptive solve steps across the two jumps of g.
+    lo, hi = 0.3, 2.0
+    shift = (g - 1) * (mu_c - mu_u) * (s / math.hypot(s, lo) - s / math.hypot(s, hi))
+    interval = sf.ClassifierFreeGuidance(base, 0, 1, sf.Interval(lo, hi, g))
+    xs = jnp.array([[mu_c + shift], [mu_c + shift + 1.5 * s], [mu_c - s]])
+    lp_int = sf.log_likelihood(interval, sde, xs, prior=gauss(mu_c, math.hypot(s, sde.T)), **kw).log_prob
+    np.testing.assert_allclose(lp_int, gauss(mu_c + shift, math.hypot(s, sde.t0)).log_prob(xs), atol=1e-4)
 
 
 def test_interval_skips_the_reference_inside_sample():
