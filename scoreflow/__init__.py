@@ -112,12 +112,12 @@ from ._guidance import (
     Replacement as Replacement,
     StochasticConditioning as StochasticConditioning,
     condition as condition,
+    count_evaluations as count_evaluations,
     log_evidence as log_evidence,
 )
 from ._jaxlib_guard import warn_if_affected as _warn_if_affected
 
 # --- likelihood ---
-    count_evaluations as count_evaluations,
 from ._likelihood import (
     AbstractDequantisation as AbstractDequantisation,
     AbstractDivergence as AbstractDivergence,
