@@ -15,6 +15,21 @@ from .mcmc import (
     mcmc as mcmc,
     smc_log_normaliser as smc_log_normaliser,
 )
+from .nce import (
+    AbstractLogRatio as AbstractLogRatio,
+    AbstractPriorSampling as AbstractPriorSampling,
+    ChainSampling as ChainSampling,
+    ExactGaussianSampling as ExactGaussianSampling,
+    LinearLogRatio as LinearLogRatio,
+    MLPLogRatio as MLPLogRatio,
+    MultiStagePrior as MultiStagePrior,
+    QuadraticLogRatio as QuadraticLogRatio,
+    StageInfo as StageInfo,
+    fit_multistage as fit_multistage,
+    nce_loss as nce_loss,
+    nce_standard_errors as nce_standard_errors,
+    train_ratio as train_ratio,
+)
 from .nn import ConvEnergy as ConvEnergy, EnergyMLP as EnergyMLP
 from .recovery import (
     AbstractLevelWeighting as AbstractLevelWeighting,
