@@ -283,7 +283,7 @@ def smc_log_normaliser(
     def one_run(k):
         k_init, k_loop = jax.random.split(k)
         z = jax.random.normal(k_init, (num_particles, mean.size), mean.dtype)
-        state = smc.init(mean.reshape(-1) + std.reshape(-1) * z)
+        state = smc.init(mean.reshape(1, -1) + std.reshape(1, -1) * z)
 
         def cond(carry):
             state, _, n, _ = carry
