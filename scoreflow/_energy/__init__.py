@@ -33,9 +33,12 @@ from .nce import (
 from .nn import ConvEnergy as ConvEnergy, EnergyMLP as EnergyMLP
 from .recovery import (
     AbstractLevelWeighting as AbstractLevelWeighting,
+    AbstractStepSize as AbstractStepSize,
+    PaperStepSize as PaperStepSize,
     RecoveryEBM as RecoveryEBM,
     RecoveryLossInfo as RecoveryLossInfo,
     RecoverySchedule as RecoverySchedule,
+    RelativeStepSize as RelativeStepSize,
     SigmaRatioWeighting as SigmaRatioWeighting,
     UniformLevelWeighting as UniformLevelWeighting,
     init_recovery_optimiser as init_recovery_optimiser,
