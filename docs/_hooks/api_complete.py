@@ -1,10 +1,10 @@
 """MkDocs hook: fail the build when a public name is missing from the API page.
 
 The public names are the explicit re-exports (`from .x import y as y`) of `scoreflow/__init__.py`,
-`scoreflow/data/__init__.py` and `scoreflow/train/__init__.py`, read with `ast` (nothing is imported). Each must have
-an anchor `id="scoreflow[.data|.train].NAME"` on the built API page. mkdocstrings renders nothing, and says nothing,
-for a name its static analysis cannot resolve (a function that shares its name with the module defining it is seen
-as the module), so without this check such names drop out silently.
+`scoreflow/data/__init__.py`, `scoreflow/train/__init__.py` and `scoreflow/metrics.py`, read with `ast` (nothing is
+imported). Each must have an anchor `id="scoreflow[.data|.train|.metrics].NAME"` on the built API page. mkdocstrings
+renders nothing, and says nothing, for a name its static analysis cannot resolve (a function that shares its name
+with the module defining it is seen as the module), so without this check such names drop out silently.
 """
 
 import ast
@@ -18,6 +18,7 @@ _PACKAGES = {
     "scoreflow": "scoreflow/__init__.py",
     "scoreflow.data": "scoreflow/data/__init__.py",
     "scoreflow.train": "scoreflow/train/__init__.py",
+    "scoreflow.metrics": "scoreflow/metrics.py",
 }
 
 

@@ -30,6 +30,8 @@ class Dataset:
     source: str
     density: object | None = None
     alphabet: str | None = None
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -47,6 +49,16 @@ class Dataset:
             )
         if self.num_levels is not None and self.num_levels < 2:
             raise DataError(f"Dataset {self.name!r}: num_levels must be >= 2 or None; got {self.num_levels}")
+        if (self.train_labels is None) != (self.test_labels is None):
+            raise DataError(f"Dataset {self.name!r}: labels must be given for both splits or for neither")
+        for split in ("train", "test") if self.train_labels is not None else ():
+            y = getattr(self, f"{split}_labels")
+            n = getattr(self, split).shape[0]
+            if not isinstance(y, np.ndarray) or y.dtype != np.int64 or y.shape != (n,) or (y < 0).any():
+                raise DataError(
+                    f"Dataset {self.name!r}: `{split}_labels` must be a non-negative int64 array of shape ({n},); "
+                    f"got {getattr(y, 'dtype', type(y))} of shape {getattr(y, 'shape', None)}"
+                )
         if self.alphabet is not None and len(self.alphabet) != self.num_levels:
             raise DataError(
                 f"Dataset {self.name!r}: an alphabet of {len(self.alphabet)} characters needs num_levels = "
@@ -62,6 +74,13 @@ class Dataset:
     def dim(self) -> int:
         """Number of scalar dimensions of one example (the D of bits/dim)."""
         return int(np.prod(self.shape))
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes (one more than the largest label) of labelled data; None when unlabelled."""
+        if self.train_labels is None:
+            return None
+        return int(max(self.train_labels.max(), self.test_labels.max())) + 1
 
     def levels(self, split: str = "test") -> np.ndarray:
         """The integer levels $k = (x + 1)(L - 1)/2$ of a quantised split (int64)."""
