@@ -4,6 +4,35 @@ Every public name is re-exported here from a private one-concept module.
 """
 
 # --- core: schedules, SDEs, score-model contract, analytic references ---
+# --- bits-back lossless compression (VDM and D3PM codecs over constriction's ANS) ---
+from ._bitsback import (
+    BBANS as BBANS,
+    AbstractBitsBackCodec as AbstractBitsBackCodec,
+    AbstractOrder as AbstractOrder,
+    BitsBackError as BitsBackError,
+    CoderError as CoderError,
+    CorruptStreamError as CorruptStreamError,
+    D3PMCodec as D3PMCodec,
+    DataMismatchError as DataMismatchError,
+    DiscreteVLBTerms as DiscreteVLBTerms,
+    EncodeStats as EncodeStats,
+    Interleaved as Interleaved,
+    LatentOutOfWindowError as LatentOutOfWindowError,
+    ModelMismatchError as ModelMismatchError,
+    PlatformMismatchError as PlatformMismatchError,
+    StackExhaustedError as StackExhaustedError,
+    StreamMismatchError as StreamMismatchError,
+    VDMCodec as VDMCodec,
+    compress_images as compress_images,
+    decompress_images as decompress_images,
+    discrete_vdm_terms as discrete_vdm_terms,
+    discrete_vdm_vlb as discrete_vdm_vlb,
+    read_compressed_header as read_compressed_header,
+    vp_gammas as vp_gammas,
+    vp_posterior as vp_posterior,
+    vp_reverse as vp_reverse,
+)
+
 # --- discrete diffusion (D3PM) ---
 from ._discrete import (
     TEXT8_ALPHABET as TEXT8_ALPHABET,
@@ -50,12 +79,17 @@ from ._distill import (
     DistillationStage as DistillationStage,
     Distilled as Distilled,
     GuidanceWeightMLP as GuidanceWeightMLP,
+    GuidanceWeightNet as GuidanceWeightNet,
+    GuidedStage as GuidedStage,
     TruncatedSNRWeighting as TruncatedSNRWeighting,
     distill as distill,
+    guidance_student as guidance_student,
+    guided_distill as guided_distill,
     guided_distillation_loss as guided_distillation_loss,
     guided_distillation_target as guided_distillation_target,
     progressive_distillation_loss as progressive_distillation_loss,
     progressive_distillation_target as progressive_distillation_target,
+    restore_student as restore_student,
 )
 
 # --- energy-based models: energies as score models, MCMC, diffusion recovery likelihood ---
@@ -186,6 +220,7 @@ from ._loss import (
     batch_dsm_loss as batch_dsm_loss,
     batch_vdm_vlb as batch_vdm_vlb,
     dsm_loss as dsm_loss,
+    label_dropout as label_dropout,
     learned_schedule_interior as learned_schedule_interior,
     vdm_loss_and_grads as vdm_loss_and_grads,
     vdm_vlb as vdm_vlb,
@@ -226,7 +261,10 @@ from ._sampler import (
     AbstractPredictor as AbstractPredictor,
     AbstractSampler as AbstractSampler,
     AbstractTimeDiscretisation as AbstractTimeDiscretisation,
+    AbstractUniBh as AbstractUniBh,
     Ancestral as Ancestral,
+    Bh1 as Bh1,
+    Bh2 as Bh2,
     DistilledDDIM as DistilledDDIM,
     DPMSolverPP as DPMSolverPP,
     EDMHeun as EDMHeun,
@@ -241,6 +279,8 @@ from ._sampler import (
     ReverseSDE as ReverseSDE,
     SampleResult as SampleResult,
     UniformTime as UniformTime,
+    UniPC as UniPC,
+    VPTime as VPTime,
     sample as sample,
     sliced_wasserstein as sliced_wasserstein,
 )

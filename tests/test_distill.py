@@ -166,18 +166,33 @@ def test_distilled_sampler_on_its_grid_is_ddim(getkey):
 
 
 def test_guided_target_is_classifier_free_guidance(getkey):
+    """(1 + w) x_c - w x_u from the exact class-conditional and unconditional mixtures (computed here, not through
+    the wrapper), against the target of a plain teacher + null and of a ClassifierFreeGuidance teacher."""
     sde = _sde()
     means = jnp.array([[-1.0, 0.0], [1.0, 0.5], [0.0, -1.0]])
     covs = jnp.stack([0.1 * jnp.eye(2), 0.2 * jnp.eye(2), jnp.array([[0.3, 0.1], [0.1, 0.2]])])
     mixture = sf.GaussianMixture(jnp.array([0.3, 0.3, 0.4]), means, covs)
-    teacher = sf.LabelledScore(sf.LabelledMixture(mixture, jnp.array([0, 1, 1])), sde)
+    labelled = sf.LabelledMixture(mixture, jnp.array([0, 1, 1]))
+    teacher = sf.LabelledScore(labelled, sde)
+    cfg = sf.ClassifierFreeGuidance(teacher, None, -1, sf.Constant(7.0))  # its weight is replaced by 1 + w
     z = jax.random.normal(getkey(), (2,))
+    ws = jnp.linspace(0.0, 4.0, 9)
+    # every w at once (w traced: the wrapper's lax.cond path), and w = 2.5 as a Python float (no cond)
+    plain = jax.jit(jax.vmap(lambda t, w, y: sf.guided_distillation_target(teacher, t, z, w, y, -1), (None, 0, None)))
+    wrapped = jax.jit(jax.vmap(lambda t, w, y: sf.guided_distillation_target(cfg, t, z, w, y), (None, 0, None)))
     for t in (0.05, 0.5, 0.95):
-        for w in np.linspace(0.0, 4.0, 9):
-            for label in (0, 1):
-                got = sf.guided_distillation_target(teacher, t, z, w, jnp.asarray(label), -1)
-                cfg = sf.ClassifierFreeGuidance(teacher, jnp.asarray(label), -1, sf.Constant(1.0 + float(w)))
-                np.testing.assert_allclose(got, cfg.denoise(t, z), rtol=0, atol=1e-10)
+        x_u = labelled.unconditional_score(sde).denoise(t, z)
+        for label in (0, 1):
+            x_c = labelled.conditional_score(sde, label).denoise(t, z)
+            want = (1 + ws[:, None]) * x_c[None] - ws[:, None] * x_u[None]
+            np.testing.assert_allclose(plain(t, ws, jnp.asarray(label)), want, rtol=0, atol=1e-10)
+            np.testing.assert_allclose(wrapped(t, ws, jnp.asarray(label)), want, rtol=0, atol=1e-10)
+            got = sf.guided_distillation_target(cfg, t, z, 2.5, jnp.asarray(label))
+            np.testing.assert_allclose(got, 3.5 * x_c - 2.5 * x_u, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="needs `null`"):
+        sf.guided_distillation_target(teacher, 0.5, z, 1.0, jnp.asarray(0))
+    with pytest.raises(ValueError, match="do not pass null= as well"):
+        sf.guided_distillation_target(cfg, 0.5, z, 1.0, jnp.asarray(0), -1)
 
 
 def test_guided_loss_zero_at_target_and_student_starts_at_teacher(getkey):
@@ -247,3 +262,104 @@ def test_guided_stage_two_conditioning_reaches_teacher_and_student(getkey):
     one_step = sf.progressive_distillation_loss(teacher, teacher, x0, cond, key=key, num_steps=n)
     assert one_step > 1e-4
     assert exact < 1e-16 * one_step
+
+
+def test_sample_refuses_a_distilled_model_off_its_grid(getkey):
+    sde = _sde()
+    distilled = sf.Distilled(model=_teacher(sde), grid=sf.DistillationGrid.of(sde, 4))
+    key = getkey()
+    for sampler, named in (
+        (sf.DDIM(steps=4), "DDIM with steps=4"),  # same step count, but not the sampler it was trained for
+        (sf.DDIM(steps=8), "DDIM with steps=8"),
+        (sf.ProbabilityFlow(), "ProbabilityFlow"),
+        (sf.DistilledDDIM(sf.DistillationGrid.of(sde, 2)), "DistilledDDIM on another grid \\(2 steps"),
+    ):
+        with pytest.raises(ValueError, match=f"distilled for DDIM on its grid of 4 steps.*got sampler={named}"):
+            sf.sample(distilled, sde, key, (2, 1), sampler)
+    # the network alone is an ordinary model; on its grid the distilled one samples as before
+    a = sf.sample(distilled.model, sde, key, (2, 1), sf.DDIM(steps=4)).samples
+    b = sf.sample(distilled, sde, key, (2, 1), sf.DistilledDDIM(distilled)).samples
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_grid_round_trips_through_checkpoints(getkey, tmp_path):
+    """The grid is in each stage's checkpoint: `restore_student` gives it back, and resuming a stage with another
+    grid (here another end time t0) is refused instead of training a student for the wrong times."""
+    sde = _sde()
+    teacher = _teacher(sde)
+    n = 2
+    ts = jnp.asarray(sf.DistillationGrid.of(sde, n).times[:-1])
+    student = TabularLinear(sde, jnp.ones(n), jnp.zeros(n), n)
+    kw = dict(key=getkey(), train_steps=3, batch_size=8, student=student, checkpoint_dir=tmp_path)
+    data = np.asarray(MU + np.sqrt(VAR) * jax.random.normal(getkey(), (64, 1)))
+    (stage,) = sf.distill(teacher, data, 2 * n, n, **kw)
+    back = sf.restore_student(stage.checkpoint, student)
+    assert back.grid == stage.student.grid == sf.DistillationGrid.of(sde, n)
+    np.testing.assert_array_equal(back.model.a, stage.student.model.a)
+    assert sf.DistillationGrid.from_dict(stage.student.grid.as_dict()) == stage.student.grid
+    assert ts.shape == (n,)
+    with pytest.raises(ValueError, match=r"trained for grid = .*this call asks for grid = "):
+        sf.distill(teacher, data, 2 * n, n, t0=2e-3, **kw)
+
+
+class LinearGuided(sf.AbstractScoreModel):
+    """A w-conditioned student whose denoiser is (1 + a w) x_c - a w x_u (+ b w) on the exact pair: a = 1, b = 0
+    is the guided target at every w, and training must find it."""
+
+    labelled: sf.LabelledMixture
+    sde: sf.AbstractSDE
+    a: jax.Array
+    b: jax.Array
+
+    def __call__(self, t, x, cond=None, *, key=None):
+        label, w = cond
+        labelled = jax.lax.stop_gradient(self.labelled)  # fixed (eigh of equal eigenvalues has no gradient)
+        x_c = labelled.conditional_score(self.sde, label).denoise(t, x)
+        x_u = labelled.unconditional_score(self.sde).denoise(t, x)
+        aw = self.a * w
+        x0 = (1 + aw) * x_c - aw * x_u + self.b * w
+        alpha, sigma = self.sde.alpha_sigma(t)
+        return sf.score_from_x0(x, x0, alpha, sigma)
+
+
+def test_guided_distill_stage_one_learns_the_guided_pair(getkey, tmp_path):
+    sde = _sde()
+    mixture = sf.GaussianMixture(
+        jnp.array([0.5, 0.5]), jnp.array([[-1.0, 0.0], [1.0, 0.0]]), 0.2 * jnp.stack([jnp.eye(2)] * 2)
+    )
+    labelled = sf.LabelledMixture(mixture, jnp.array([0, 1]))
+    teacher = sf.ClassifierFreeGuidance(sf.LabelledScore(labelled, sde), None, -1, sf.Constant(1.0))
+    student = LinearGuided(labelled, sde, jnp.asarray(0.0), jnp.zeros(2))
+    labels = np.arange(256) % 2
+    data = np.asarray(mixture.sample(seed=getkey(), sample_shape=256))
+    kw = dict(key=getkey(), train_steps=300, batch_size=64, student=student, learning_rate=0.05)
+    stage = sf.guided_distill(teacher, data, labels, w_range=(0.0, 4.0), checkpoint_dir=tmp_path, **kw)
+    assert stage.finished and stage.w_range == (0.0, 4.0)
+    # a student trained on (w x_c - (w - 1) x_u), i.e. guidance off by one, would sit at a = 1 - 1/w on average
+    np.testing.assert_allclose(stage.student.a, 1.0, atol=0.02)
+    np.testing.assert_allclose(stage.student.b, 0.0, atol=0.02)
+    # resume does not retrain; another range is refused
+    again = sf.guided_distill(teacher, data, labels, w_range=(0.0, 4.0), checkpoint_dir=tmp_path, **kw)
+    np.testing.assert_array_equal(again.student.a, stage.student.a)
+    with pytest.raises(ValueError, match=r"trained for guidance_range = \[0.0, 4.0\].*asks for guidance_range = "):
+        sf.guided_distill(teacher, data, labels, w_range=(0.0, 2.0), checkpoint_dir=tmp_path, **kw)
+
+
+def test_guidance_weight_net_starts_at_its_network(getkey):
+    """GuidanceWeightNet reaches any network through its `label` field (the U-Net's the same way: an MLP here,
+    since building a U-Net takes tens of seconds on a loaded machine; the digits benchmark runs the U-Net)."""
+    net = sf.MLP(4, width=16, depth=1, num_classes=3, key=getkey())
+    net = eqx.tree_at(lambda m: m.out.weight, net, jax.random.normal(getkey(), net.out.weight.shape))
+    student = sf.GuidanceWeightNet(net, key=getkey())
+    x = jax.random.normal(getkey(), (4,))
+    label = jnp.asarray(2)
+    call = eqx.filter_jit(lambda m, w: m(0.3, x, (label, w)))
+    base = eqx.filter_jit(lambda m: m(0.3, x, label))(net)
+    for w in (0.0, 2.5):
+        np.testing.assert_allclose(call(student, jnp.asarray(w)), base, atol=1e-12)
+    # the w path is live once trained: a non-zero last layer makes the output depend on w
+    weight = jax.random.normal(getkey(), student.w_out.weight.shape)
+    moved = eqx.tree_at(lambda m: m.w_out.weight, student, weight)
+    assert float(jnp.max(jnp.abs(call(moved, jnp.asarray(0.0)) - call(moved, jnp.asarray(3.0))))) > 1e-4
+    with pytest.raises(TypeError, match="needs a class-conditional network"):
+        sf.GuidanceWeightNet(sf.MLP(4, width=16, depth=1, key=getkey()), key=getkey())

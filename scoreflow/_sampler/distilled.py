@@ -59,6 +59,17 @@ class DistillationGrid(eqx.Module):
         times = np.asarray(discretisation.times(sde, steps, t0), dtype=np.float64)
         return cls(steps=int(steps), times=tuple(float(t) for t in times))
 
+    def as_dict(self) -> dict:
+        """The grid as JSON-ready data (checkpoint metadata): `{"steps": N, "times": [t_0, ..., t_N]}`."""
+        return {"steps": self.steps, "times": list(self.times)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DistillationGrid":
+        """The grid written by `as_dict` (the times round-trip exactly: JSON keeps every bit of a float)."""
+        if not isinstance(d, dict) or "steps" not in d or "times" not in d:
+            raise ValueError(f'a DistillationGrid record needs "steps" and "times"; got {d!r}')
+        return cls(steps=int(d["steps"]), times=tuple(float(t) for t in d["times"]))
+
     @property
     def T(self) -> float:
         return self.times[0]
@@ -122,3 +133,24 @@ class DistilledDDIM(AbstractSampler):
 
         x, _ = jax.lax.scan(body, x_T, (ts[:-1], ts[1:]))
         return x, jnp.asarray(self.steps, jnp.int32), diffrax.RESULTS.successful
+
+
+def check_sampler_for(model, sampler: AbstractSampler) -> None:
+    """Refuse, before any work, to sample a model that carries a `DistillationGrid` (a `Distilled` model, found
+    by its `grid` field) with anything but `DistilledDDIM` on that same grid: a distilled student is trained to be
+    right on its grid only, and any other sampler or step count silently gives a different, worse distribution."""
+    grid = getattr(model, "grid", None)
+    if not isinstance(grid, DistillationGrid):
+        return
+    if isinstance(sampler, DistilledDDIM) and sampler.grid == grid:
+        return
+    if isinstance(sampler, DistilledDDIM):
+        got = f"DistilledDDIM on another grid ({sampler.grid.steps} steps, times {sampler.grid.times})"
+    else:
+        steps = getattr(sampler, "steps", None)
+        got = f"{type(sampler).__name__}" + ("" if steps is None else f" with steps={steps}")
+    raise ValueError(
+        f"sample: the model is distilled for DDIM on its grid of {grid.steps} steps (times {grid.times}) and "
+        f"samples only with DistilledDDIM(model); got sampler={got}. Use sampler=DistilledDDIM(model), or sample "
+        "`model.model` (the network alone) if you really mean another sampler or step count"
+    )

@@ -14,6 +14,7 @@ from .._custom_types import Conditioning
 from .._misc import as_key, is_traced, name_examples
 from .._sde import AbstractSDE
 from .base import AbstractSampler, Hook, SampleResult
+from .distilled import check_sampler_for
 from .probability_flow import ProbabilityFlow
 
 
@@ -151,6 +152,7 @@ def sample(
         raise TypeError(f"`sde` must be an AbstractSDE (e.g. VPSDE(LinearSchedule())); got sde={sde!r}")
     if not callable(model):
         raise TypeError(f"`model` must be a callable model(t, x, cond); got model={model!r}")
+    check_sampler_for(model, sampler)  # a distilled model samples on its own grid only
     if hook is not None and not callable(hook):
         raise TypeError(f"`hook` must be a callable hook(t, x) -> x or None; got hook={hook!r}")
     if not isinstance(throw, bool):
