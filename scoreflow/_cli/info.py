@@ -5,7 +5,8 @@ import json
 import os
 
 from .. import train as sft
-from .run import Run
+from . import registry
+from .run import Run, family_name
 
 
 def add_parser(sub) -> None:
@@ -30,6 +31,8 @@ def run(a: argparse.Namespace, interrupts) -> int:
     print(f"  parameters  {cfg.get('parameters', '?')}")
     print("  config      " + " ".join(f"{k}={v}" for k, v in cfg["config"].items()))
     print(f"  checkpoints {[s for s, _ in ckpts]}")
+    for line in getattr(registry.get(family_name(cfg)), "info_lines", lambda run, c: [])(folder, cfg["config"]):
+        print(line)  # a family's own lines (a distilled run: its teacher and the checkpoints of each stage)
     if metrics:
         last = metrics[-1]
         print(

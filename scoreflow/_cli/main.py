@@ -10,12 +10,12 @@ line become objects in exactly one place, `table.TABLE`.
 import argparse
 import sys
 
-from . import continuous as continuous, d3pm as d3pm, info, nll, sample, train
+from . import continuous as continuous, d3pm as d3pm, distill, distilled as distilled, info, nll, sample, train
 from .interrupt import Interrupted, Interrupts
 from .options import UsageError
 
 
-COMMANDS = {"train": train, "sample": sample, "nll": nll, "info": info}
+COMMANDS = {"train": train, "sample": sample, "nll": nll, "info": info, "distill": distill}
 
 
 def parser() -> argparse.ArgumentParser:
