@@ -4,7 +4,7 @@ from .decoder import (
     DiscretisedGaussianDecoder as DiscretisedGaussianDecoder,
 )
 from .dsm import batch_dsm_loss as batch_dsm_loss, dsm_loss as dsm_loss
-from .label_dropout import label_dropout as label_dropout
+from .labels import label_dropout as label_dropout
 from .time_sampling import (
     AbstractTimeSampler as AbstractTimeSampler,
     AbstractUnitTimeSampler as AbstractUnitTimeSampler,
