@@ -15,13 +15,14 @@ import numpy as np
 import scoreflow as sf
 
 from .. import data as sfd, train as sft
-from . import registry
+from . import guidance, registry
 from .datasets import load_data, warn_if_small
 from .options import (
     COMMON,
     Option,
     UsageError,
     check_unet_levels,
+    decay,
     finite_float,
     nonneg_int,
     positive_float,
@@ -79,6 +80,19 @@ TRAIN_OPTIONS = (
         choices=tuple(sorted(TABLE["loss"])),
     ),
     Option("weighting", "simple", "DSM loss weighting", choices=_choices("weighting")),
+    Option(
+        "cond",
+        "none",
+        "class: condition the network on the data's class labels (built-in digits), trained with label dropout so "
+        "that `sample RUN --class K --guidance G` can apply classifier-free guidance; none: unconditional",
+        choices=("class", "none"),
+    ),
+    Option(
+        "label_dropout",
+        0.1,
+        "with --cond class: fraction of training labels replaced by the null label (Ho & Salimans, 2022)",
+        decay,
+    ),
     Option("eval_repeats", 4, "time/noise draws per test example for the test VLB", positive_int),
     Option(
         "nll_examples",
@@ -91,13 +105,15 @@ TRAIN_OPTIONS = (
 )
 _ORDER = (
     "data bits network channels res_blocks attention dropout width depth parameterisation sde schedule "
-    "schedule_hidden gamma_min gamma_max loss weighting steps batch_size accumulate lr warmup clip ema_decay seed "
+    "schedule_hidden gamma_min gamma_max cond num_classes label_dropout loss weighting steps batch_size accumulate "
+    "lr warmup clip ema_decay seed "
     "log_every checkpoint_every keep eval_repeats nll_examples num_samples sampler sample_steps solver rtol atol "
     "divergence probes dequantisation"
 ).split()
 _OPTIONS = {o.key: o for o in (*COMMON, *TRAIN_OPTIONS)}
-DEFAULTS = {k: _OPTIONS[k].default for k in _ORDER}
-"""The config of the main job (`scoreflow train` with no arguments), in config.json's order."""
+DEFAULTS = {k: _OPTIONS[k].default if k in _OPTIONS else None for k in _ORDER}
+"""The config of the main job (`scoreflow train` with no arguments), in config.json's order. `num_classes` is no
+option: a `--cond class` run records there the class count of its data (the network's label table depends on it)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,6 +149,11 @@ def check_against_data(c: dict, ds: sfd.Dataset) -> None:
                 f"{shape}: {hint}"
             )
         check_unet_levels(c, shape[-1])
+    if c["cond"] == "class" and ds.train_labels is None:
+        raise UsageError(
+            f"--cond class needs labelled data; --data {c['data']} has no class labels (the built-in 'digits' and "
+            "'digits-binary' have them)"
+        )
     if c["network"] == "mlp" and len(shape) != 1:
         if square:
             hint = "use --network unet, which takes square images"
@@ -164,25 +185,46 @@ def _schedule_interior(model):
 
 
 def build_objective(c: dict, num_levels: int | None):
+    """The training objective `(model, batch, key)`: `batch` is the images, or `(images, labels)` for a `--cond
+    class` run, whose labels are replaced by the null label `num_classes` with probability `label_dropout`."""
+    if c.get("num_classes") is None:
+        return _objective(c, num_levels)
+    inner = _objective(c, num_levels, conditional=True)
+    null, rate = c["num_classes"], c["label_dropout"]
+
+    def with_labels(model, batch, key):
+        x, labels = batch
+        k_drop, k_loss = jax.random.split(key)
+        return inner(model, (x, sf.label_dropout(labels, null, rate, key=k_drop)), k_loss)
+
+    return sft.CustomGradient(with_labels) if isinstance(inner, sft.CustomGradient) else with_labels
+
+
+def _objective(c: dict, num_levels: int | None, conditional: bool = False):
+    def split(batch):
+        return batch if conditional else (batch, None)
+
     if c["loss"] == "vdm":
         learned = c["schedule"] == "learned"
 
-        def vdm(model, x, key):
+        def vdm(model, batch, key):
+            x, cond = split(batch)
             if learned:  # VDM's variance-minimising gradient for the schedule's shape
                 loss, grads = sf.vdm_loss_and_grads(
-                    model, x, key=key, num_levels=num_levels, variance_params=_schedule_interior
+                    model, x, cond, key=key, num_levels=num_levels, variance_params=_schedule_interior
                 )
                 return (loss, {"bpd": loss}), grads
             loss, grads = eqx.filter_value_and_grad(
-                lambda m: jnp.mean(sf.batch_vdm_vlb(m, x, key=key, num_levels=num_levels).total)
+                lambda m: jnp.mean(sf.batch_vdm_vlb(m, x, cond, key=key, num_levels=num_levels).total)
             )(model)
             return (loss, {"bpd": loss}), grads
 
         return sft.CustomGradient(vdm)
     weighting = TABLE["weighting"][c["weighting"]]()
 
-    def dsm(model, x, key):
-        return sf.batch_dsm_loss(model, x, key=key, weighting=weighting), {}
+    def dsm(model, batch, key):
+        x, cond = split(batch)
+        return sf.batch_dsm_loss(model, x, cond, key=key, weighting=weighting), {}
 
     return dsm
 
@@ -285,9 +327,18 @@ def pf_nll(model, ds, c, n, key, advance=lambda n: None) -> dict:
     return {"bpd": float(v.mean()), "bpd_stderr_over_examples": stderr, "examples": n}
 
 
-def draw_samples(model, shape, c, n, key) -> np.ndarray:
+def sample_labels(c: dict, n: int) -> np.ndarray | None:
+    """The class labels of n samples of a `--cond class` run: 0, 1, ..., K-1, 0, 1, ... (None if unconditional)."""
+    return None if c.get("num_classes") is None else np.arange(n, dtype=np.int32) % c["num_classes"]
+
+
+def draw_samples(model, shape, c, n, key, cond=None) -> np.ndarray:
+    """n samples with the run's sampler; `cond` (e.g. `(n,)` labels) is passed to every model call."""
     sampler = TABLE["sampler"][c["sampler"]](c["sample_steps"])
-    res = eqx.filter_jit(lambda m, k: sf.sample(m, m.sde, k, (n, *shape), sampler=sampler))(model, key)
+    cond = None if cond is None else jnp.asarray(cond)
+    res = eqx.filter_jit(lambda m, k, cc: sf.sample(m, m.sde, k, (n, *shape), sampler=sampler, cond=cc))(
+        model, key, cond
+    )
     return np.asarray(res.samples)
 
 
@@ -375,7 +426,22 @@ class Continuous(registry.AbstractFamily):
         return tuple(DEFAULTS)
 
     def config_from_args(self, a: argparse.Namespace) -> dict:
-        return {k: getattr(a, k, DEFAULTS[k]) for k in DEFAULTS}
+        c = {k: getattr(a, k, DEFAULTS[k]) for k in DEFAULTS}
+        if hasattr(a, "label_dropout") and c["cond"] != "class":
+            raise UsageError(f"--label-dropout {a.label_dropout} applies to --cond class only (got --cond {c['cond']})")
+        return c
+
+    def check_config(self, c: dict) -> dict:
+        # runs written before --cond existed are unconditional
+        c = {"cond": "none", "label_dropout": DEFAULTS["label_dropout"], "num_classes": None, **c}
+        out = super().check_config(c)
+        k = out["num_classes"]
+        if (out["cond"] == "class") != (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+            raise ValueError(
+                f"num_classes = {k!r}: expected a positive integer for cond = 'class' and null otherwise "
+                f"(cond = {out['cond']!r})"
+            )
+        return out
 
     def run_tag(self, c: dict) -> str:
         return c["loss"]
@@ -388,6 +454,8 @@ class Continuous(registry.AbstractFamily):
         ds = load_data(c)
         check_against_data(c, ds)
         warn_if_small(ds, c)
+        if c["cond"] == "class" and c["num_classes"] is None:
+            c["num_classes"] = ds.num_classes
         state, optimiser = build_state(c, ds.shape)
 
         def config_doc():
@@ -415,7 +483,8 @@ class Continuous(registry.AbstractFamily):
         step_fn = sft.make_train_step(
             build_objective(c, ds.num_levels), optimiser, ema_decay=c["ema_decay"], mesh=sft.make_mesh()
         )
-        state = session.loop(state, step_fn, ds.train)
+        data = ds.train if c["num_classes"] is None else (ds.train, ds.train_labels.astype(np.int32))
+        state = session.loop(state, step_fn, data)
 
         model = state.ema if state.ema is not None else state.model
         results = session.timing(int(state.step))
@@ -433,7 +502,9 @@ class Continuous(registry.AbstractFamily):
         if ds.num_levels is not None:
             results["baselines_bpd"] = sfd.baselines(ds)
         with phase(_sampling_what(c, c["num_samples"]), interrupts=intr):
-            samples = draw_samples(model, ds.shape, c, c["num_samples"], sample_key(c["seed"]))
+            samples = draw_samples(
+                model, ds.shape, c, c["num_samples"], sample_key(c["seed"]), sample_labels(c, c["num_samples"])
+            )
         np.save(run.file("samples.npy"), samples)
         session.wrote(run.file("samples.npy"))
         reference = {}
@@ -463,24 +534,68 @@ class Continuous(registry.AbstractFamily):
         n = c["num_samples"] if a.num_samples is None else a.num_samples
         seed = trained_seed if a.seed is None else a.seed
         step = int(state.step)
-        name = f"samples_step{step:06d}" + ("" if seed == trained_seed else f"_seed{seed}")
-        stem, note = output_stem(run, a.output, name, (".png", ".npy"))
         model = state.ema if state.ema is not None else state.model
-        with phase(_sampling_what(c, n), interrupts=interrupts):
-            samples = draw_samples(model, ds.shape, c, n, sample_key(seed))
+        guide = None
+        if getattr(a, "guide", None) is not None:
+            guide = self._load_guide(a, c, ds, interrupts)
+        p = guidance.plan(a, run.path, c, model, n, guide)
+        name = f"samples_step{step:06d}{p.suffix}" + ("" if seed == trained_seed else f"_seed{seed}")
+        stem, note = output_stem(run, a.output, name, (".png", ".npy"))
+        what = _sampling_what(c, n) + (f", {p.what}" if p.what else "")
+        with phase(what, interrupts=interrupts):
+            samples = draw_samples(p.model, ds.shape, c, n, sample_key(seed), p.labels)
         from .. import plots
 
         plots.save_samples(
             stem + ".png",
             np.clip(samples, -1, 1) if ds.num_levels is not None else samples,
             density=ds.density,
-            title=f"{ds.name}: {n} samples ({c['sampler']})",
+            title=f"{ds.name}: {n} samples ({c['sampler']}" + (f"; {p.what}" if p.what else "") + ")",
         )
         np.save(stem + ".npy", samples)
         if note:
             print(note, file=sys.stderr)
-        print(f"wrote {stem}.png and {stem}.npy ({n} samples, step {step})")
+        print(f"wrote {stem}.png and {stem}.npy ({n} samples, step {step}" + (f"; {p.what}" if p.what else "") + ")")
+        if not getattr(a, "no_metrics", False):
+            with phase("digit metrics (the classifier is trained once, then cached)", interrupts=interrupts):
+                m = guidance.digit_metrics(ds, samples, p.labels, getattr(a, "class_label", None))
+            if m is not None:
+                acc = f"class accuracy {m['class_accuracy']:.3f}, " if "class_accuracy" in m else ""
+                print(
+                    f"{acc}Fréchet distance {m['frechet_distance']:.2f} to the {m['reference']} (classifier features)"
+                )
+                record = {"samples": stem + ".npy", "step": step, "seed": seed, "what": p.what, **m}
+                with open(run.file("sample_metrics.jsonl"), "a") as f:
+                    f.write(json.dumps(record) + "\n")
         return 0
+
+    def _load_guide(self, a: argparse.Namespace, c: dict, ds, interrupts):
+        """The weak model of `--guide RUN2` (at `--guide-step`, else its newest checkpoint)."""
+        from .run import Run, family_name
+
+        weak = Run(a.guide)
+        cfg = weak.read_config()
+        if family_name(cfg) != self.name:
+            raise UsageError(
+                f"--guide {a.guide!r}: a --model {family_name(cfg)} run; autoguidance needs a continuous one"
+            )
+        c2 = cfg["config"]
+        ds2 = load_data(c2)
+        guidance.check_guide(a, c, ds, c2, ds2)
+        state, _ = build_state(c2, ds2.shape)
+        interrupts.doing = "loading the guide run"
+        if a.guide_step is None:
+            state, _ = weak.restore(state, self, c2)
+        else:
+            path = sft.checkpoint_path(weak.checkpoints, a.guide_step)
+            steps = [s for s, _ in sft.list_checkpoints(weak.checkpoints)]
+            if a.guide_step not in steps:
+                raise UsageError(f"--guide-step {a.guide_step}: {a.guide!r} has checkpoints of steps {steps}")
+            try:
+                state, _ = sft.load_checkpoint(path, state)
+            except sft.CheckpointError as e:
+                raise UsageError(f"--guide-step {a.guide_step}: {e}") from None
+        return state.ema if state.ema is not None else state.model
 
     def nll(self, a: argparse.Namespace, run, interrupts) -> int:
         c, ds, state = self._load(run, interrupts)

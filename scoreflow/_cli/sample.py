@@ -3,8 +3,8 @@ drew (same seed, number and sampler): the same samples.png, byte for byte, writt
 
 import argparse
 
-from . import registry
-from .options import nonneg_int, positive_int
+from . import guidance, registry
+from .options import UsageError, nonneg_int, positive_int
 from .run import Run, family_name
 
 
@@ -34,10 +34,13 @@ def add_parser(sub) -> None:
     for f in registry.FAMILIES.values():
         for o in f.sample_options:
             o.add_to(s, default=None, default_text="as in training")
+    guidance.add_arguments(s)
 
 
 def run(a: argparse.Namespace, interrupts) -> int:
     folder = Run(a.run)
     family = registry.get(family_name(folder.read_config()))
     registry.refuse_foreign(a, family, "sample_options", f"the {family.title} run {a.run!r}")
+    if family.name != "continuous" and guidance.given(a):
+        raise UsageError(f"{guidance.given(a)[0]} applies to continuous runs only; {a.run!r} is a {family.title} run")
     return family.sample(a, folder, interrupts)

@@ -39,9 +39,12 @@ TABLE = {
             num_res_blocks=c["res_blocks"],
             attention_resolutions=tuple(c["attention"]),
             dropout=c["dropout"],
+            num_classes=c.get("num_classes"),
             key=key,
         ),
-        "mlp": lambda c, shape, key: sf.MLP(shape[0], width=c["width"], depth=c["depth"], key=key),
+        "mlp": lambda c, shape, key: sf.MLP(
+            shape[0], width=c["width"], depth=c["depth"], num_classes=c.get("num_classes"), key=key
+        ),
     },
     "weighting": {
         "simple": sf.SimpleWeighting,
