@@ -10,7 +10,17 @@ line become objects in exactly one place, `table.TABLE`.
 import argparse
 import sys
 
-from . import continuous as continuous, d3pm as d3pm, distill, distilled as distilled, info, nll, sample, train
+from . import (
+    continuous as continuous,
+    d3pm as d3pm,
+    distill,
+    distilled as distilled,
+    ebm as ebm,
+    info,
+    nll,
+    sample,
+    train,
+)
 from .interrupt import Interrupted, Interrupts
 from .options import UsageError
 

@@ -69,17 +69,22 @@ class RecoverySchedule(eqx.Module):
         return cls(jnp.asarray(np.asarray(a)))
 
     @property
+    def a(self) -> Float[Array, " levels_plus_one"]:
+        """`alphas` without gradient: the schedule is fixed (a trainer that updates every float leaf leaves it)."""
+        return jax.lax.stop_gradient(self.alphas)
+
+    @property
     def num_levels(self) -> int:
         return self.alphas.shape[0] - 1
 
     @property
     def sigmas(self) -> Float[Array, " levels_plus_one"]:
-        return jnp.sqrt(1 - self.alphas**2)
+        return jnp.sqrt(1 - self.a**2)
 
     @property
     def alphas_cum(self) -> Float[Array, " levels_plus_one"]:
         """$\\bar a_t = \\prod_{s \\le t} a_s$: $x_t = \\bar a_t x + \\bar\\sigma_t \\epsilon$."""
-        return jnp.cumprod(self.alphas)
+        return jnp.cumprod(self.a)
 
     @property
     def sigmas_cum(self) -> Float[Array, " levels_plus_one"]:
@@ -87,7 +92,7 @@ class RecoverySchedule(eqx.Module):
 
     def scale(self, t: Int[Array, ""] | int) -> Float[Array, ""]:
         """$a'_t$: the scaling from $x_t$ to the level's variable $y$ ($a_{t+1}$, or 1 at the top level)."""
-        return jnp.where(t < self.num_levels - 1, self.alphas[t + 1], 1.0)
+        return jnp.where(t < self.num_levels - 1, self.a[t + 1], 1.0)
 
     def tether(self, t: Int[Array, ""] | int) -> Float[Array, ""]:
         """1 where level t is tethered to $x_{t+1}$, 0 at the (marginal) top level."""
@@ -114,7 +119,7 @@ class UniformLevelWeighting(AbstractLevelWeighting):
     r"""$\lambda_t = 1$."""
 
     def __call__(self, schedule):
-        return jnp.ones(schedule.num_levels, schedule.alphas.dtype)
+        return jnp.ones(schedule.num_levels, schedule.a.dtype)
 
 
 class AbstractStepSize(eqx.Module):
@@ -252,7 +257,7 @@ def recovery_pair(
     k1, k2 = jax.random.split(key)
     dt = x.dtype
     x_t = schedule.alphas_cum[t].astype(dt) * x + schedule.sigmas_cum[t].astype(dt) * jax.random.normal(k1, x.shape, dt)
-    x_next = schedule.alphas[t + 1].astype(dt) * x_t + schedule.sigmas[t + 1].astype(dt) * jax.random.normal(
+    x_next = schedule.a[t + 1].astype(dt) * x_t + schedule.sigmas[t + 1].astype(dt) * jax.random.normal(
         k2, x.shape, dt
     )
     return schedule.scale(t).astype(dt) * x_t, x_next
