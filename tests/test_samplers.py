@@ -97,6 +97,7 @@ DISCRETISATIONS = (
     sf.KarrasTime(rho=7.0),
     sf.LogSNRUniformTime(),
     sf.LogSNRUniformTime(first_step=3.0),
+    sf.VPTime(),
 )
 N_GRID = 12
 
@@ -112,7 +113,9 @@ def grids():
             lam = jax.vmap(sde.log_snr)
             ts = jnp.linspace(sde.T, sde.t0, 9)
             gs = [d.times(sde, N_GRID, sde.t0) for d in DISCRETISATIONS]
-            out[name] = dict(ts=ts, back=sf.time_from_log_snr(sde, lam(ts)), grids=gs, lams=[lam(g) for g in gs])
+            lams = [lam(g) for g in gs]
+            out[name] = dict(ts=ts, back=sf.time_from_log_snr(sde, lam(ts)), grids=gs, lams=lams)
+            out[name]["vp_tau"] = sf.time_from_log_snr(VP, lams[-1])  # VPTime's grid in the reference's time
         return out
 
     return _host(compute())
@@ -127,8 +130,15 @@ def test_time_grids(name, grids):
         assert grid.shape == (N_GRID + 1,) and grid[0] == sde.T and grid[-1] == sde.t0
         assert np.all(np.diff(grid) < 0)
     # the defining property of each grid: equal spacing in t, in sigma~^(1/rho), in log-SNR
-    uniform, karras, logsnr, _ = g["grids"]
-    _, lam_karras, lam_logsnr, lam_long_first = g["lams"]
+    uniform, karras, logsnr, _, vptime = g["grids"]
+    _, lam_karras, lam_logsnr, lam_long_first, _ = g["lams"]
+    # VPTime (the samplers' default): uniform t on VP-type SDEs, else uniform in the time of VPSDE(LinearSchedule)
+    if isinstance(sde, sf.VPSDE | sf.SubVPSDE):
+        np.testing.assert_allclose(vptime, uniform, rtol=0, atol=1e-12)
+    else:
+        d = np.diff(g["vp_tau"])
+        np.testing.assert_allclose(d, d[0], rtol=1e-6)
+        assert not np.allclose(vptime, uniform, rtol=0.05)
     d = np.diff(uniform)
     np.testing.assert_allclose(d, d[0], rtol=1e-9)
     d = np.diff(np.exp(-lam_karras / 14))

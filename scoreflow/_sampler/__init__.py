@@ -5,6 +5,7 @@ from .discretisation import (
     KarrasTime as KarrasTime,
     LogSNRUniformTime as LogSNRUniformTime,
     UniformTime as UniformTime,
+    VPTime as VPTime,
 )
 from .distilled import DistillationGrid as DistillationGrid, DistilledDDIM as DistilledDDIM
 from .dpm_solver import DPMSolverPP as DPMSolverPP
@@ -23,3 +24,4 @@ from .predictor_corrector import (
 from .probability_flow import ProbabilityFlow as ProbabilityFlow
 from .reverse_sde import ReverseSDE as ReverseSDE
 from .sample import sample as sample
+from .unipc import AbstractUniBh as AbstractUniBh, Bh1 as Bh1, Bh2 as Bh2, UniPC as UniPC

@@ -8,7 +8,7 @@ from .._misc import check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from ._steps import ddim_step
 from .base import AbstractSampler, Hook, ScoreFn, apply_hook
-from .discretisation import GRID, AbstractTimeDiscretisation, UniformTime
+from .discretisation import GRID, AbstractTimeDiscretisation, VPTime
 
 
 class DDIM(AbstractSampler):
@@ -19,7 +19,7 @@ class DDIM(AbstractSampler):
 
     steps: int = eqx.field(default=50, static=True)
     eta: float = 0.0
-    discretisation: AbstractTimeDiscretisation = UniformTime()
+    discretisation: AbstractTimeDiscretisation = VPTime()
 
     def __check_init__(self):
         check_int("DDIM", "steps", self.steps, 1)

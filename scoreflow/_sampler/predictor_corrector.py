@@ -11,7 +11,7 @@ from .._misc import check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from ._steps import ddim_step
 from .base import AbstractSampler, Hook, ScoreFn, apply_hook
-from .discretisation import GRID, AbstractTimeDiscretisation, UniformTime
+from .discretisation import GRID, AbstractTimeDiscretisation, VPTime
 
 
 class AbstractPredictor(eqx.Module):
@@ -132,7 +132,7 @@ class PredictorCorrector(AbstractSampler):
     predictor: AbstractPredictor = ReverseDiffusion()
     corrector: AbstractCorrector = Langevin()
     steps: int = eqx.field(default=100, static=True)
-    discretisation: AbstractTimeDiscretisation = UniformTime()
+    discretisation: AbstractTimeDiscretisation = VPTime()
 
     def __check_init__(self):
         check_int("PredictorCorrector", "steps", self.steps, 1)

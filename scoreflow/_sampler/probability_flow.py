@@ -7,7 +7,7 @@ from .._misc import check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from ._diffrax_steps import count, scan_solver, solver_cost
 from .base import AbstractSampler, Hook, ScoreFn
-from .discretisation import GRID, AbstractTimeDiscretisation, UniformTime
+from .discretisation import GRID, AbstractTimeDiscretisation, VPTime
 
 
 class ProbabilityFlow(AbstractSampler):
@@ -24,7 +24,7 @@ class ProbabilityFlow(AbstractSampler):
     atol: float = 1e-5
     steps: int | None = eqx.field(default=None, static=True)
     max_steps: int = eqx.field(default=4096, static=True)
-    discretisation: AbstractTimeDiscretisation = UniformTime()
+    discretisation: AbstractTimeDiscretisation = VPTime()
 
     def __check_init__(self):
         solver_cost(self.solver, stochastic=False)  # raises TypeError for unsupported solvers

@@ -8,7 +8,7 @@ from .._misc import check_instance, check_int
 from .._sde import AbstractSDE
 from ._diffrax_steps import count, scan_solver, solver_cost
 from .base import AbstractSampler, Hook, ScoreFn
-from .discretisation import GRID, AbstractTimeDiscretisation, UniformTime
+from .discretisation import GRID, AbstractTimeDiscretisation, VPTime
 
 
 class ReverseSDE(AbstractSampler):
@@ -22,7 +22,7 @@ class ReverseSDE(AbstractSampler):
 
     solver: diffrax.AbstractSolver = diffrax.Euler()
     steps: int = eqx.field(default=100, static=True)
-    discretisation: AbstractTimeDiscretisation = UniformTime()
+    discretisation: AbstractTimeDiscretisation = VPTime()
 
     def __check_init__(self):
         solver_cost(self.solver, stochastic=True)
