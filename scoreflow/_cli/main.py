@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from . import (
+    compress,
     continuous as continuous,
     d3pm as d3pm,
     distill,
@@ -25,7 +26,8 @@ from .interrupt import Interrupted, Interrupts
 from .options import UsageError
 
 
-COMMANDS = {"train": train, "sample": sample, "nll": nll, "info": info, "distill": distill}
+COMMANDS = {"train": train, "sample": sample, "nll": nll, "info": info, "distill": distill,
+            "compress": compress, "decompress": compress}
 
 
 def parser() -> argparse.ArgumentParser:
