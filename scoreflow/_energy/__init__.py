@@ -4,6 +4,22 @@ from .energy import (
     MixtureEnergy as MixtureEnergy,
     QuadraticEnergy as QuadraticEnergy,
 )
+from .latent import (
+    AbstractPriorTraining as AbstractPriorTraining,
+    FixedPriorTraining as FixedPriorTraining,
+    LatentModel as LatentModel,
+    LatentStepInfo as LatentStepInfo,
+    MCMCPriorTraining as MCMCPriorTraining,
+    MLPGenerator as MLPGenerator,
+    NCEPriorTraining as NCEPriorTraining,
+    add_latent_stage as add_latent_stage,
+    init_latent_optimiser as init_latent_optimiser,
+    latent_generator_loss as latent_generator_loss,
+    latent_posterior_samples as latent_posterior_samples,
+    latent_prior_samples as latent_prior_samples,
+    latent_reconstruction_error as latent_reconstruction_error,
+    train_latent_step as train_latent_step,
+)
 from .mcmc import (
     HMC as HMC,
     MALA as MALA,
