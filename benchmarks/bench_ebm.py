@@ -92,6 +92,91 @@ def grid_log_z(model):
     return float(m + np.log(np.exp(lp - m).sum()) + 2 * np.log(GRID_H)), float(edge_frac)
 
 
+class _Quadratic(sf.AbstractEnergy):
+    """g(y, t) = theta_t s_t^2 |y|^2 / 2: the exact level energies of Gaussian data N(0, v I)."""
+
+    theta: jax.Array
+    s2: jax.Array
+
+    def __call__(self, t, x, cond=None, *, key=None):
+        i = jnp.asarray(t).astype(jnp.int32)
+        return self.theta[i] * self.s2[i] * 0.5 * jnp.sum(x**2)
+
+
+def kernels_part(a, t_start, load_before):
+    """Short-run ULA (the training negatives) against blackjax MALA on the exact tethered conditionals of Gaussian
+    data (v = 0.5), per level: the conditional mean offset in units of the conditional std and the variance ratio,
+    each chain started at x_{t+1} like the training chains; and the time per step."""
+    jax.config.update("jax_enable_x64", True)
+    v, n = 0.5, 2000
+    rows = []
+    for d in (2, 64):
+        sc = sf.RecoverySchedule.paper(6)
+        vt = sc.alphas_cum[:-1] ** 2 * v + sc.sigmas_cum[:-1] ** 2
+        scale = jnp.asarray([sc.scale(t) for t in range(6)])
+        theta = 1.0 / (scale**2 * vt)
+        probe = sf.RecoveryEBM(_Quadratic(theta, jnp.ones(6)), sc)
+        model = sf.RecoveryEBM(_Quadratic(theta, probe.step_sizes_squared()), sc)
+        for t in range(6):
+            key = jax.random.fold_in(jax.random.key(11), 100 * d + t)
+            x = jnp.sqrt(v) * jax.random.normal(key, (n, d))
+            _, x_next = jax.vmap(lambda xx, kk, sc=sc, t=t: sf.recovery_pair(sc, t, xx, key=kk))(
+                x, jax.random.split(key, n)
+            )
+            prec = theta[t] + sc.tether(t) / sc.sigmas[t + 1] ** 2
+            mean = sc.tether(t) * x_next / (sc.sigmas[t + 1] ** 2 * prec)
+            s = float(jnp.sqrt(model.step_sizes_squared()[t]))
+            for name, kernel, steps in (
+                ("ULA", sf.UnadjustedLangevin(s), 30),
+                ("MALA", sf.MALA(s), 30),
+                ("MALA", sf.MALA(s), 1000),
+            ):
+                f = jax.jit(
+                    jax.vmap(
+                        lambda xn, kk, kernel=kernel, steps=steps, m=model, t=t: sf.mcmc(
+                            kernel, lambda y, xn=xn: m.conditional_log_prob(t, y, xn), xn, num_steps=steps, key=kk
+                        )
+                    )
+                )
+                keys = jax.random.split(jax.random.fold_in(key, 7), n)
+                res = jax.block_until_ready(f(x_next, keys))
+                t0 = time.perf_counter()
+                res = jax.block_until_ready(f(x_next, keys))
+                wall = time.perf_counter() - t0
+                z = np.asarray((res.position - mean) * jnp.sqrt(prec))
+                rows.append(
+                    {
+                        "framework": f"{name} x{steps}",
+                        "dim": d,
+                        "level": t,
+                        "mean_offset_sd": float(np.mean(z)),
+                        "var_ratio": float(np.mean(z**2) - np.mean(z) ** 2),
+                        "acceptance": float(res.acceptance_rate.mean()),
+                        "us_per_chain_step": 1e6 * wall / (n * steps),
+                    }
+                )
+                print(C.summarise(rows[-1]), flush=True)
+    payload = C.run_record(load_before, t_start, rows)
+    payload["command"] = "python benchmarks/bench_ebm.py " + " ".join(sys.argv[1:])
+    payload["setup"] = (
+        "Gaussian data N(0, 0.5 I_d), exact level energies, RelativeStepSize(0.3), paper schedule T = 6; 2000 chains "
+        "per level started at x_{t+1}; z = (y - exact conditional mean) * sqrt(conditional precision)"
+    )
+    cols = [
+        ("framework", "kernel", ""),
+        ("dim", "d", "d"),
+        ("level", "level", "d"),
+        ("mean_offset_sd", "mean of z", ".3f"),
+        ("var_ratio", "var of z (exact 1)", ".3f"),
+        ("acceptance", "acceptance", ".3f"),
+        ("us_per_chain_step", "us / chain step", ".2f"),
+    ]
+    summary = f"\n\n{payload['setup']}.\n\nReproduce: `{payload['command']}`\n"
+    C.write_results(
+        "ebm_kernels", payload, C.report("Short-run ULA vs blackjax MALA on exact conditionals", payload, cols, summary)
+    )
+
+
 def main():
     ap = C.base_parser((__doc__ or "").splitlines()[0])
     ap.add_argument("--iters", type=int, default=None)
@@ -103,8 +188,11 @@ def main():
     ap.add_argument(
         "--budget-s", type=float, default=None, help="stop training after this many seconds (loaded machine)"
     )
+    ap.add_argument("--part", choices=("ring", "kernels"), default="ring")
     a = ap.parse_args()
     t_start, load_before = time.perf_counter(), C.load_avg()
+    if a.part == "kernels":
+        return kernels_part(a, t_start, load_before)
     iters = a.iters or (200 if a.quick else 20_000)
     chunk = 100 if iters >= 100 else iters
     iters = (iters // chunk) * chunk
