@@ -227,6 +227,9 @@ def main():
             print(
                 f"  iter {(i + 1) * chunk}: loss {np.nanmean(loss):.4g}, {time.perf_counter() - t0:.0f} s", flush=True
             )
+        if a.budget_s is not None and time.perf_counter() - t0 > a.budget_s:
+            print(f"  time budget reached after {(i + 1) * chunk} iterations", flush=True)
+            break
     train_s = time.perf_counter() - t0
     losses, gaps, counts = np.concatenate(losses), np.concatenate(gaps), np.concatenate(counts)
     iters_planned, iters = iters, len(losses)

@@ -47,16 +47,17 @@ def test_energy_wrapper_score_is_the_mixture_score(getkey):
     model = sf.EnergyScoreModel(sf.MixtureEnergy(gmm, sde), sde)
     exact = sf.AnalyticScore(gmm, sde)
     x = 2.0 * jax.random.normal(getkey(), (16, 2))
+
+    @jax.jit
+    def both(t):
+        one = lambda f: jax.vmap(f, in_axes=(None, 0))(t, x)
+        return one(model), one(exact), one(model.denoise), one(exact.denoise)
+
     for t in (1e-3, 0.1, 0.5, 0.9):
-        got = jax.vmap(model, in_axes=(None, 0))(t, x)
-        want = jax.vmap(exact, in_axes=(None, 0))(t, x)
+        got, want, got_d, want_d = both(jnp.asarray(t))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
         # Derived views go through the same conversions.
-        np.testing.assert_allclose(
-            jax.vmap(model.denoise, in_axes=(None, 0))(t, x),
-            jax.vmap(exact.denoise, in_axes=(None, 0))(t, x),
-            atol=1e-9,
-        )
+        np.testing.assert_allclose(got_d, want_d, atol=1e-9)
 
 
 def test_energy_wrapper_rejects_non_scalar_energy(getkey):
@@ -145,25 +146,39 @@ def test_spectral_norm_bounds_the_layers(getkey):
     # Scale a weight up: the normalised layer is unchanged, the plain one is not.
     big = eqx.tree_at(lambda m: m.hidden[0].linear.weight, net, 7.0 * net.hidden[0].linear.weight)
     x = jax.random.normal(getkey(), (3,))
-    np.testing.assert_allclose(net(0.5, x), big(0.5, x), rtol=1e-6)
+    call = eqx.filter_jit(lambda m, x: m(0.5, x))
+    np.testing.assert_allclose(call(net, x), call(big, x), rtol=1e-6)
     lin = net.hidden[0]
     w = lin.linear.weight
     from scoreflow._energy.nn import _sigma
 
-    wn = w / _sigma(w, lin.u, lin.iterations)
+    wn = jax.jit(lambda w, u: w / _sigma(w, u, 60))(w, lin.u)
     np.testing.assert_allclose(np.linalg.svd(np.asarray(wn), compute_uv=False)[0], 1.0, rtol=1e-4)
     plain = sf.EnergyMLP(3, 32, 2, key=getkey())
     plain_big = eqx.tree_at(lambda m: m.hidden[0].linear.weight, plain, 7.0 * plain.hidden[0].linear.weight)
-    assert abs(float(plain(0.5, x) - plain_big(0.5, x))) > 1e-4
+    assert abs(float(call(plain, x) - call(plain_big, x))) > 1e-4
 
 
 def test_conv_energy_shapes_and_confinement(getkey):
     net = sf.ConvEnergy(1, 8, 8, spectral_norm=True, confine=3.0, key=getkey())
     x = jax.random.normal(getkey(), (1, 8, 8))
-    e = net(2.0, x)
+    call = eqx.filter_jit(lambda m, x: m(2.0, x))
+    e = call(net, x)
     assert e.shape == ()
     # The confinement term dominates far away: E grows like |x|^2 / (2 r^2).
-    far = net(2.0, 100.0 * x) / (0.5 * jnp.sum((100.0 * x) ** 2) / 9.0)
+    far = call(net, 100.0 * x) / (0.5 * jnp.sum((100.0 * x) ** 2) / 9.0)
     assert 0.9 < float(far) < 1.1
     with pytest.raises(ValueError, match="shape"):
         net(0.0, jnp.ones((2, 8, 8)))
+
+
+def test_energy_wrapper_goes_through_log_likelihood(getkey):
+    # The wrapped energy is a score model to the likelihood code: same answer as the analytic score.
+    gmm = sf.GaussianMixture(
+        jnp.array([0.4, 0.6]), jnp.array([[-1.0, 0.0], [1.0, 0.5]]), jnp.stack([0.3 * jnp.eye(2), 0.5 * jnp.eye(2)])
+    )
+    sde = sf.VPSDE(sf.LinearSchedule())
+    x = gmm.sample(seed=getkey(), sample_shape=(2,))
+    got = sf.log_likelihood(sf.EnergyScoreModel(sf.MixtureEnergy(gmm, sde), sde), sde, x, rtol=1e-7, atol=1e-7)
+    want = sf.log_likelihood(sf.AnalyticScore(gmm, sde), sde, x, rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(got.log_prob, want.log_prob, rtol=1e-6)
