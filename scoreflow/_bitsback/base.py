@@ -69,19 +69,23 @@ def to_float64(model):
 
 
 def fingerprint(tree) -> str:
-    """SHA-256 over the structure, shapes, dtypes and bytes of the array leaves of `tree` (a model)."""
+    """SHA-256 over the structure of `tree` (a model), the shapes, dtypes and bytes of its array leaves and the
+    `repr` of its other leaves."""
     h = hashlib.sha256()
-    leaves, treedef = jax.tree.flatten(eqx.filter(tree, eqx.is_array))
+    leaves, treedef = jax.tree.flatten(tree)
     h.update(str(treedef).encode())
     for leaf in leaves:
-        a = np.asarray(leaf)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        if eqx.is_array(leaf):
+            a = np.asarray(leaf)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        else:  # Python numbers and other non-array leaves (a float field of a network, say)
+            h.update(repr(leaf).encode())
     return h.hexdigest()
 
 
 class EncodeStats(NamedTuple):
-    """What one encode measured: the stream grew by `net_bits`; it dipped at most `initial_bits` below its start
+    r"""What one encode measured: the stream grew by `net_bits`; it dipped at most `initial_bits` below its start
     (the initial bits the images needed); `seconds` of wall time. `ideal_bits` is the information content of the
     same symbols under the exact (unquantised, unwindowed) densities: pushes' $-\log_2 p$ minus pops'
     $-\log_2 q$ ($\times\delta$ for grid latents), so `net_bits - ideal_bits` is the coder's own overhead, free of
@@ -118,7 +122,7 @@ class AbstractBitsBackCodec(abc.ABC):
     ideal_bits: float = 0.0
 
     def _ledger(self, log2_prob, pushed: bool) -> None:
-        """Account a push (cost $-\log_2 p$) or a pop (gain) at the exact probabilities, for `EncodeStats`."""
+        r"""Account a push (cost $-\log_2 p$) or a pop (gain) at the exact probabilities, for `EncodeStats`."""
         total = float(np.sum(log2_prob))
         self.ideal_bits += -total if pushed else total
 

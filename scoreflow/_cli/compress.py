@@ -134,8 +134,11 @@ def load_codec(run: Run, interrupts, *, steps: int, order: str, batch_size: int)
     """(codec, a function giving the model's bound in bits/dim on levels, a short description)."""
     import jax
 
-    jax.config.update("jax_enable_x64", True)
+    # the run is restored in its training precision (float32 checkpoints), then the codec casts it to float64
+    jax.config.update("jax_enable_x64", False)
     import scoreflow as sf
+
+    from . import continuous as _continuous, d3pm as _d3pm  # noqa: F401 - registers the model families
 
     family = registry.get(family_name(run.read_config()))
     orders = {"interleaved": sf.Interleaved(), "bbans": sf.BBANS()}
@@ -143,6 +146,7 @@ def load_codec(run: Run, interrupts, *, steps: int, order: str, batch_size: int)
         from .d3pm import load_run
 
         _, c, ds, transition, state = load_run(run)
+        jax.config.update("jax_enable_x64", True)
         model = state.ema if state.ema is not None else state.model
         if len(ds.shape) != 3:
             raise UsageError(f"RUN {run.path!r}: a D3PM run on {ds.shape} data; compress handles images only")
@@ -165,6 +169,7 @@ def load_codec(run: Run, interrupts, *, steps: int, order: str, batch_size: int)
     from .continuous import CONTINUOUS
 
     c, ds, state = CONTINUOUS._load(run, interrupts)
+    jax.config.update("jax_enable_x64", True)
     model = state.ema if state.ema is not None else state.model
     if ds.num_levels is None or c.get("sde") != "vp":
         raise UsageError(f"RUN {run.path!r}: compress needs a VP model trained on discrete data (levels)")
