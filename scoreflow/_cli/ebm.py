@@ -144,7 +144,7 @@ def save_landscape(path: str, model, samples: np.ndarray, title: str = "", test=
         lim = 3.5
         g = np.linspace(-lim, lim, 300)
         pts = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2), jnp.float32)
-        lp = np.asarray(jax.jit(jax.vmap(level0_log_prob(model)))(pts), np.float64).reshape(300, 300)
+        lp = np.array(jax.jit(jax.vmap(level0_log_prob(model)))(pts), np.float64).reshape(300, 300)
         lp -= lp.max()
         fig, axes = plt.subplots(1, 2, figsize=(10, 5))
         axes[0].imshow(np.exp(lp), origin="lower", extent=(-lim, lim, -lim, lim), cmap="viridis")
