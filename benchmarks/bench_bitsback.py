@@ -1,0 +1,195 @@
+"""Bits-back lossless compression of the digits test set with trained scoreflow models (issue 11).
+
+For the VDM run (`scoreflow train`) at T in --steps and the D3PM run (`scoreflow train --model d3pm`) at its T,
+each in both coding orders: the achieved rate (net stream growth, bits/dim), the exact information content of the
+coded symbols (`EncodeStats.ideal_bits`: rate minus ideal is the coder's own overhead), the model's T-step bound on
+the same images (one draw per image and step, with its standard error), the initial bits per image, encode and
+decode images/s, and an exact round trip. Beside them: PNG, WebP lossless, xz and zstd on the same images.
+
+    python benchmarks/bench_bitsback.py --vdm-run runs/vdm --d3pm-run runs/d3pm
+
+Timings are wall times on the machine as it was (see the load average in the results); compile time is excluded
+by a warm-up encode of one batch-shaped chunk first.
+"""
+
+import io
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common as C  # noqa: E402
+
+
+def _classic(levels: np.ndarray) -> dict[str, float]:
+    import lzma
+
+    from PIL import Image
+
+    n_dims = levels.size
+    strip = np.concatenate(list(levels.reshape(levels.shape[0], *levels.shape[-2:])), axis=0).astype(np.uint8)
+    out = {}
+    buf = io.BytesIO()
+    Image.fromarray(strip, mode="L").save(buf, format="PNG", optimize=True)
+    out["PNG (one strip)"] = 8.0 * len(buf.getvalue()) / n_dims
+    try:
+        buf = io.BytesIO()
+        Image.fromarray(strip, mode="L").save(buf, format="WEBP", lossless=True, quality=100, method=6)
+        out["WebP lossless (one strip)"] = 8.0 * len(buf.getvalue()) / n_dims
+    except (OSError, KeyError, ValueError) as e:
+        out["WebP lossless (one strip)"] = f"unavailable: {e}"
+    raw = levels.astype(np.uint8).tobytes()
+    out["xz -9e (raw levels)"] = 8.0 * len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)) / n_dims
+    try:
+        import zstandard
+
+        out["zstd -22 (raw levels)"] = 8.0 * len(zstandard.ZstdCompressor(level=22).compress(raw)) / n_dims
+    except ImportError:
+        out["zstd -22 (raw levels)"] = "unavailable: zstandard not installed"
+    return out
+
+
+def _measure(sf, codec, levels, bound_fn, label: dict) -> dict:
+    n, dims = levels.shape[0], levels[0].size
+    codec.encode(levels[: min(n, codec.batch_size)])  # warm-up: compile for the batch shape
+    if n % codec.batch_size:
+        codec.encode(levels[-(n % codec.batch_size) :])
+    blob, stats = sf.compress_images(codec, levels)
+    t = time.perf_counter()
+    back = sf.decompress_images(codec, blob)
+    dec_s = time.perf_counter() - t
+    bounds = bound_fn(levels)
+    rate, ideal = stats.net_bits / (n * dims), stats.ideal_bits / (n * dims)
+    b, se = float(np.mean(bounds)), float(np.std(bounds) / math.sqrt(n))
+    row = dict(label)
+    row.update(
+        images=n,
+        rate_bpd=rate,
+        ideal_bpd=ideal,
+        bound_bpd=b,
+        bound_se=se,
+        rate_vs_bound_pct=100 * (rate - b) / b,
+        overhead_pct=100 * (rate - ideal) / b,
+        file_bpd=8.0 * len(blob) / (n * dims),
+        initial_bits_per_dim=stats.initial_bits / (min(n, codec.batch_size) * dims),
+        encode_img_s=n / stats.seconds,
+        decode_img_s=n / dec_s,
+        exact=bool(np.array_equal(back, levels)),
+    )
+    print("  " + C.summarise(row), flush=True)
+    return row
+
+
+COLS = [
+    ("model", "model", ""),
+    ("T", "T", ""),
+    ("order", "order", ""),
+    ("images", "images", ""),
+    ("rate_bpd", "rate (bits/dim)", ".4f"),
+    ("bound_bpd", "bound", ".4f"),
+    ("bound_se", "bound s.e.", ".4f"),
+    ("rate_vs_bound_pct", "rate vs bound %", "+.3f"),
+    ("ideal_bpd", "ideal", ".4f"),
+    ("overhead_pct", "coder overhead % of bound", "+.4f"),
+    ("file_bpd", "file bits/dim", ".3f"),
+    ("initial_bits_per_dim", "initial bits/dim", ".2f"),
+    ("encode_img_s", "encode img/s", ".2f"),
+    ("decode_img_s", "decode img/s", ".2f"),
+    ("exact", "exact", ""),
+]
+
+
+def main() -> None:
+    ap = C.base_parser(__doc__)
+    ap.add_argument("--vdm-run", default="runs/bb_vdm")
+    ap.add_argument("--d3pm-run", default="runs/bb_d3pm")
+    ap.add_argument("--steps", default="10,100,1000", help="VDM step counts T")
+    ap.add_argument("--images", type=int, default=297, help="test images (the digits test set has 297)")
+    ap.add_argument("--images-large-t", type=int, default=297, help="images at T >= 1000 (fewer under load)")
+    ap.add_argument("--batch-size", type=int, default=297)
+    ap.add_argument("--name", default="bitsback")
+    a = ap.parse_args()
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import scoreflow as sf
+    from scoreflow._cli import compress as cli
+    from scoreflow._cli.interrupt import Interrupts
+    from scoreflow._cli.run import Run
+
+    load_before, t0 = C.load_avg(), time.perf_counter()
+    levels_all = sf.data.load_digits().levels("test").astype(np.int64)
+    rows = []
+    classic = _classic(levels_all[: a.images])
+
+    def save() -> None:
+        payload = C.run_record(load_before, t0, rows)
+        payload["classic_bpd"] = classic
+        payload["command"] = "python benchmarks/bench_bitsback.py " + " ".join(sys.argv[1:])
+        summary = (
+            "\nSame images through general-purpose lossless coders (bits/dim, headers included):\n\n"
+            + "".join(f"- {k}: {v:.3f}\n" if isinstance(v, float) else f"- {k}: {v}\n" for k, v in classic.items())
+            + f"\ncommand: `{payload['command']}`\n"
+        )
+        report = C.report("Bits-back compression", payload, COLS, summary)
+        C.write_results(a.name + ("_quick" if a.quick else ""), payload, report)
+
+    steps = [int(s) for s in a.steps.split(",")] if not a.quick else [10]
+    jobs = [("vdm", T, o) for T in steps[:1] for o in ("interleaved", "bbans")]
+    jobs += [("d3pm", 0, o) for o in ("interleaved", "bbans")]
+    jobs += [("vdm", T, o) for T in steps[1:] for o in ("interleaved", "bbans")]  # cheapest first
+    with Interrupts("bench") as intr:
+        for kind, T, order in jobs:
+            if kind == "vdm":
+                n = 16 if a.quick else (a.images if T < 1000 else a.images_large_t)
+                codec, _, what = cli.load_codec(
+                    Run(a.vdm_run), intr, steps=T, order=order, batch_size=min(a.batch_size, n)
+                )
+                per = max(1, 2048 // T)
+
+                def bound(levels, codec=codec, T=T, per=per):
+                    x = 2.0 * levels / (codec.num_levels - 1) - 1.0
+                    f = jax.jit(
+                        jax.vmap(
+                            lambda xi, k: (
+                                sf.discrete_vdm_vlb(
+                                    codec.model, xi, num_steps=T, key=k, num_levels=codec.num_levels
+                                ).terms.total
+                            )
+                        )
+                    )
+                    return np.concatenate(
+                        [
+                            np.asarray(
+                                f(
+                                    jax.numpy.asarray(x[i : i + per]),
+                                    jax.random.split(jax.random.key(i), len(x[i : i + per])),
+                                )
+                            )
+                            for i in range(0, len(x), per)
+                        ]
+                    )
+
+                label = {"model": "VDM", "T": T, "order": order}
+            else:
+                n = 16 if a.quick else a.images
+                codec, _, what = cli.load_codec(
+                    Run(a.d3pm_run), intr, steps=0, order=order, batch_size=min(a.batch_size, n)
+                )
+
+                def bound(levels, codec=codec):
+                    f = jax.jit(jax.vmap(lambda x, k: sf.d3pm_bound_bpd(codec.model, codec.transition, x, key=k)))
+                    return np.asarray(f(jax.numpy.asarray(levels), jax.random.split(jax.random.key(0), len(levels))))
+
+                label = {"model": "D3PM absorbing", "T": codec.num_steps, "order": order}
+            print(f"{what} {order} on {n} images", flush=True)
+            rows.append(_measure(sf, codec, levels_all[:n], bound, label))
+            save()
+
+
+if __name__ == "__main__":
+    main()
