@@ -459,7 +459,9 @@ def markdown(res: dict) -> str:
         f"`python benchmarks/bench_guidance.py` (`--parts C1,tree,C2,L` reruns a subset); on {res['machine']}, "
         "wall time per part (load average before it): "
         + ", ".join(
-            f"{k} {res['timing'][k]['wall_s']:.0f} s ({res['timing'][k]['load_before']})"
+            f"{k} {res['timing'][k]['from']}"
+            if "from" in res["timing"][k]
+            else f"{k} {res['timing'][k]['wall_s']:.0f} s ({res['timing'][k]['load_before']})"
             for k in PARTS
             if k in res["timing"]
         )
