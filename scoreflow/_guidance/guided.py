@@ -25,7 +25,8 @@ class AbstractGuided(AbstractScoreModel):
     Where $g = 1$ only the main score is computed: `lax.cond(g != 1, both, main)` on the scalar time. When `t`
     is batched under `vmap` (e.g. `log_likelihood`, which `vmap`s one adaptive solve per example) JAX turns that
     `cond` into a `select` that evaluates both branches, so the saving (not the result) is lost there; the
-    fixed-step samplers of `sample` keep `t` unbatched. If $g$ is a constant known at trace time (a `Constant`
+    fixed-step samplers of `sample` keep `t` unbatched (`count_evaluations` reports how often each model ran). If
+    $g$ is a constant known at trace time (a `Constant`
     whose `g` is not traced) there is no `cond` at all. Because `select` computes the unused branch, a reference
     model that returns NaN where it is not used still gives finite scores, but reverse-mode gradients through
     that branch may be NaN; keep reference models finite.
