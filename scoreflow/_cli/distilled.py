@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -117,7 +118,9 @@ def teacher_model(c: dict, *, exact_step: bool):
         check_binding(teacher, family, tc, meta)
         state, _ = sft.load_checkpoint(path, state)
     else:
-        state, _ = teacher.restore(state, family, tc)
+        restored = teacher.restore(state, family, tc)
+        assert restored is not None  # required=True raises instead
+        state = restored[0]
     model = state.ema if state.ema is not None else state.model
     return model, ds, int(state.step), tc
 
@@ -187,6 +190,7 @@ def sample_cond(c: dict, student, n: int, w: float | None):
     labels = jnp.asarray(labels_for(n, num_classes))
     if c["guidance_range"] is None:
         return labels
+    assert w is not None
     return (labels, jnp.full((n,), w, jnp.result_type(float)))
 
 
@@ -331,7 +335,7 @@ def _distill(a, c: dict, out: Run, teacher, ds, labels, null, interrupts) -> int
 
     stop = lambda: interrupts.requested is not None
     key = jax.random.key(c["seed"])
-    common = dict(
+    common: dict[str, Any] = dict(
         batch_size=c["batch_size"],
         learning_rate=c["lr"],
         warmup_steps=c["warmup"],
@@ -346,7 +350,7 @@ def _distill(a, c: dict, out: Run, teacher, ds, labels, null, interrupts) -> int
     x = np.asarray(ds.train)
     try:
         if g is not None:
-            cfg = sf.ClassifierFreeGuidance(teacher, None, null, sf.Constant(1.0))
+            cfg = sf.ClassifierFreeGuidance(model=teacher, cond=None, null=null, weight=sf.Constant(1.0))  # pyright: ignore[reportCallIssue]  (sde is its model's)
             begin(f"guided stage 1 (w in [{g[0]:g}, {g[1]:g}], {c['guidance_train_steps']} steps)")
             stage1 = sf.guided_distill(
                 cfg,
@@ -414,8 +418,10 @@ def _distill(a, c: dict, out: Run, teacher, ds, labels, null, interrupts) -> int
     ):
         samples = draw(student, ds.shape, n, continuous.sample_key(c["seed"]), cond)
     # the teacher on the same prior draws: DDIM of start_steps steps (classifier-free guided at 1 + w)
-    ref_model = teacher if g is None else sf.ClassifierFreeGuidance(teacher, None, null, sf.Constant(1.0 + w))
-    ref_cond = cond if g is None else cond[0]
+    ref_model = teacher
+    if g is not None:
+        ref_model = sf.ClassifierFreeGuidance(model=teacher, cond=None, null=null, weight=sf.Constant(1.0 + w))  # pyright: ignore[reportCallIssue]  (sde is its model's)
+    ref_cond = cond if g is None or cond is None else cond[0]
     with phase(
         f"evaluating: the teacher's DDIM {c['start_steps']} steps on the same prior draws", interrupts=interrupts
     ):

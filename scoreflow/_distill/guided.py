@@ -58,7 +58,7 @@ def guided_teacher(teacher: AbstractScoreModel, null: Conditioning = FROM_TEACHE
             "guided distillation of a plain conditional teacher needs `null`, the conditioning it was trained to "
             "read as 'no condition' (or pass a ClassifierFreeGuidance(model, None, null, weight) as the teacher)"
         )
-    return ClassifierFreeGuidance(teacher, None, null, Constant(1.0))
+    return ClassifierFreeGuidance(model=teacher, cond=None, null=null, weight=Constant(1.0))  # pyright: ignore[reportCallIssue]  (sde is its model's)
 
 
 def guided_distillation_target(

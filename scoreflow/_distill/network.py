@@ -1,5 +1,7 @@
 r"""A network that also takes the guidance strength $w$ through its conditioning (guided distillation)."""
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -82,12 +84,12 @@ class GuidanceWeightNet(eqx.Module):
     the student starts at the conditional teacher.
     """
 
-    net: eqx.Module
+    net: Any  # a conditional network with a `label: LabelEmbedding` field (UNet, MLP)
     w_embedding: FourierEmbedding
     w_in: eqx.nn.Linear
     w_out: eqx.nn.Linear
 
-    def __init__(self, net: eqx.Module, embedding_dim: int = 32, scale: float = 1.0, *, key: PRNGKeyArray):
+    def __init__(self, net: Any, embedding_dim: int = 32, scale: float = 1.0, *, key: PRNGKeyArray):
         """**Arguments:** `net` (a network with a `label: LabelEmbedding` field added to its noise embedding, e.g.
         a class-conditional `UNet`), `embedding_dim` (even size of the Fourier embedding of $w$), `scale` (std of
         its frequencies; $w$ is O(1)-O(10)), `key`."""
@@ -113,5 +115,6 @@ class GuidanceWeightNet(eqx.Module):
         label, w = cond
         phi = self.w_embedding(jnp.asarray(w, x.dtype)).astype(x.dtype)
         shift = self.w_out(jax.nn.silu(self.w_in(phi)))
-        net = eqx.tree_at(lambda n: n.label, self.net, _ShiftedLabel(self.net.label, shift))
+        label_embedding = self.net.label
+        net = eqx.tree_at(lambda n: n.label, self.net, _ShiftedLabel(label_embedding, shift))
         return net(c_noise, x, label, key=key)
