@@ -222,11 +222,14 @@ def smc_log_normaliser(
 
     Args:
         log_prob: unnormalised log-density of one example (e.g. `-energy`).
-        base_mean, base_std: the Gaussian base, of the example's shape (std may be a scalar). Choose it to cover
-            the target (wider is safer).
+        base_mean: mean of the Gaussian base, of the example's shape.
+        base_std: its standard deviation (that shape, or a scalar). Choose the base to cover the target (wider is
+            safer).
         key: PRNG key.
         kernel: the move kernel, `MALA(step_size)` (default: step 0.3 * min(base_std)) or `HMC(...)`.
-        num_particles, num_mcmc_steps, target_ess: SMC size, moves per tempering step, ESS fraction kept per step.
+        num_particles: SMC particles per run.
+        num_mcmc_steps: kernel moves per tempering step.
+        target_ess: fraction of the effective sample size kept per tempering step (sets the next temperature).
         num_repeats: independent runs (vmapped) giving the standard error.
         max_tempering_steps: a run that has not reached $\beta = 1$ by then is reported as NaN (loud failure).
 
