@@ -345,6 +345,25 @@ def versions() -> dict[str, str]:
     return out
 
 
+def device() -> str:
+    """The accelerator the JAX (and torch) runners use, e.g. 'cpu: cpu (2 cores)' or 'gpu: NVIDIA H200'."""
+    out = []
+    try:
+        import jax
+
+        d = jax.devices()[0]
+        out.append(f"jax {d.platform}: {getattr(d, 'device_kind', '?')}")
+    except Exception as e:  # noqa: BLE001
+        out.append(f"jax: unavailable ({type(e).__name__})")
+    try:
+        import torch
+
+        out.append(f"torch: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}")
+    except ImportError:
+        pass
+    return "; ".join(out) + f" ({os.cpu_count()} cpus)"
+
+
 def load_avg() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -390,6 +409,7 @@ def run_record(load_before: list[float], t_start: float, rows: list[dict]) -> di
     """The part of every results JSON that describes the run: versions, threads, machine load, wall time, rows."""
     return {
         "versions": versions(),
+        "device": device(),
         "threads": NUM_THREADS,
         "load_avg_before": load_before,
         "load_avg_after": load_avg(),
@@ -404,7 +424,7 @@ def report(title: str, payload: dict, cols: list[tuple[str, str, str]], summary:
     good = [r for r in rows if "error" not in r]
     failed = "".join(f"\n- FAILED {' '.join(r['job'])}: {r['error']}" for r in rows if "error" in r)
     return (
-        f"# {title}\n\nthreads = {payload['threads']}; load average before / after: {payload['load_avg_before']} / "
+        f"# {title}\n\ndevice: {payload.get('device', 'not recorded')}; threads = {payload['threads']}; load average before / after: {payload['load_avg_before']} / "
         f"{payload['load_avg_after']}; versions: {payload['versions']}\n\n"
         + md_table(good, cols)
         + summary

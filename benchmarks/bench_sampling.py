@@ -269,6 +269,133 @@ def run_diffusers(mix, proc, n, budgets, seeds, head_seeds):
     return rows
 
 
+UNIPC_SF = "UniPC default (UniPC-2 B2, log-SNR grid with a 3x first step, jump to 0)"
+
+
+def sf_few_samplers(budget: int):
+    """scoreflow's few-step solvers: the default DPMSolverPP, UniPC and the order-matched DPM-Solver++ 2M."""
+    import scoreflow as sf
+
+    return [
+        (DEFAULT_SF, sf.DPMSolverPP(steps=budget)),
+        (UNIPC_SF, sf.UniPC(steps=budget)),
+        ("UniPC-3 B1 (jump to 0)", sf.UniPC(steps=budget, order=3, bh=sf.Bh1())),
+        ("DPMSolverPP 2M (jump to 0)", sf.DPMSolverPP(steps=budget, order=2)),
+    ]
+
+
+def run_scoreflow_few(mix, proc, n, budgets, seeds, head_seeds):
+    """The few-step frontier (5-20 NFE): scoreflow's multistep solvers, with the paired excess over the exact ODE."""
+    import diffrax
+    import equinox as eqx
+    import jax
+
+    import scoreflow as sf
+
+    m = C.MIXTURES[mix]()
+    model = C.make_sf_model(m, proc)
+    sde = C.sf_sde(proc)
+
+    @eqx.filter_jit
+    def draw_jit(sampler, key):
+        out = sf.sample(model, sde, key, (n, m.dim), sampler=sampler)
+        return out.samples, out.nfe
+
+    def drawer(sampler):
+        return lambda seed: jax.block_until_ready(draw_jit(sampler, jax.random.key(seed)))
+
+    ode = sf.ProbabilityFlow(solver=diffrax.Tsit5(), rtol=1e-6, atol=1e-6)
+    base_row = measure("scoreflow", EXACT_ODE, mix, proc, "adaptive", drawer(ode), seeds)
+    rows = [base_row]
+    for budget in budgets:
+        for name, sampler in sf_few_samplers(budget):
+            try:
+                rows.append(measure("scoreflow", name, mix, proc, budget, drawer(sampler), seeds, base_row["sw2_draws"]))
+            except Exception as e:
+                rows.append(failed("scoreflow", name, mix, proc, budget, e))
+    return rows
+
+
+def run_diffusers_few(mix, proc, n, budgets, seeds, head_seeds):
+    """diffusers' multistep schedulers out of the box (defaults but the VP betas), fed the exact eps."""
+    import torch
+    from diffusers import DEISMultistepScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    C.torch_threads()
+    m = C.MIXTURES[mix]()
+    score = C.torch_iso_score(m)
+    vp = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    configs = [
+        ("UniPCMultistep (bh2, order 2)", lambda: UniPCMultistepScheduler(**vp)),
+        ("DEISMultistep (order 2)", lambda: DEISMultistepScheduler(**vp)),
+        ("DPMSolverMultistep dpmsolver++ 2M", lambda: DPMSolverMultistepScheduler(**vp)),
+        ("UniPCMultistep (bh1, order 3)", lambda: UniPCMultistepScheduler(**vp, solver_order=3, solver_type="bh1")),
+    ]
+    rows = []
+    for budget in budgets:
+        for name, make in configs:
+            sched = make()
+            acp = sched.alphas_cumprod.to(torch.float32)
+
+            def draw(seed, sched=sched, acp=acp, budget=budget):
+                sched.set_timesteps(budget)
+                g = torch.Generator().manual_seed(seed)
+                x = torch.randn(n, m.dim, generator=g) * sched.init_noise_sigma
+                count = 0
+                with torch.no_grad():
+                    for t in sched.timesteps:
+                        a, s = acp[t].sqrt(), (1 - acp[t]).sqrt()
+                        eps = -s * score(a, s, x)
+                        count += 1
+                        x = sched.step(eps, t, x).prev_sample
+                return x.numpy(), count
+
+            try:
+                rows.append(measure("diffusers", name, mix, "vp (discrete)", budget, draw, seeds))
+            except Exception as e:
+                rows.append(failed("diffusers", name, mix, "vp (discrete)", budget, e))
+    return rows
+
+
+GRID_SAMPLERS = ("DDIM", "PC reverse-diffusion", "PC reverse-diffusion + Langevin", "PC ancestral", "ProbabilityFlow Heun",
+                 "ReverseSDE Euler-Maruyama", "EDMHeun")
+
+
+def run_scoreflow_grid(mix, proc, n, budgets, seeds, head_seeds):
+    """Every fixed-step sampler at its DEFAULT grid and 100 NFE, on vp and edm: the same call on both SDEs."""
+    import diffrax
+    import equinox as eqx
+    import jax
+
+    import scoreflow as sf
+
+    m = C.MIXTURES[mix]()
+    model = C.make_sf_model(m, proc)
+    sde = C.sf_sde(proc)
+
+    @eqx.filter_jit
+    def draw_jit(sampler, key):
+        out = sf.sample(model, sde, key, (n, m.dim), sampler=sampler)
+        return out.samples, out.nfe
+
+    rows = []
+    for budget in budgets:
+        half = budget // 2
+        samplers = [
+            sf.DDIM(steps=budget),
+            sf.PredictorCorrector(sf.ReverseDiffusion(), sf.NoCorrector(), steps=budget),
+            sf.PredictorCorrector(sf.ReverseDiffusion(), sf.Langevin(), steps=half),
+            sf.PredictorCorrector(sf.Ancestral(), sf.NoCorrector(), steps=budget),
+            sf.ProbabilityFlow(solver=diffrax.Heun(), steps=half),
+            sf.ReverseSDE(steps=budget),
+            sf.EDMHeun(steps=half),
+        ]
+        for name, sampler in zip(GRID_SAMPLERS, samplers, strict=True):
+            draw = lambda seed, sampler=sampler: jax.block_until_ready(draw_jit(sampler, jax.random.key(seed)))
+            rows.append(measure("scoreflow", name + " (default grid)", mix, proc, budget, draw, seeds))
+    return rows
+
+
 def run_kdiffusion(mix, proc, n, budgets, seeds, head_seeds):
     import diffusers  # noqa: F401  (probes torchvision before the stub goes in)
     import torch
@@ -370,11 +497,24 @@ def run_floor(mix, proc, n, budgets, seeds, head_seeds):
     return [row]
 
 
+BUDGETS_FEW_FULL, BUDGETS_FEW_QUICK = [5, 6, 8, 10, 15, 20], [8]
+BUDGETS_GRID = [100]
+MODE_SEEDS = 4
+
+
 def worker(args: list[str]) -> None:
     runner, mix, proc, quick = args[0], args[1], args[2], args[3] == "quick"
     n = N_QUICK if quick else N_FULL
     budgets = BUDGETS_QUICK if quick else BUDGETS_FULL
     r, r_head = (SEEDS_QUICK, HEADLINE_SEEDS_QUICK) if quick else (SEEDS_FULL, HEADLINE_SEEDS_FULL)
+    mode_seeds = len(args) > 4 and args[4] == "mode"
+    if runner.endswith("_few"):
+        budgets = BUDGETS_FEW_QUICK if quick else BUDGETS_FEW_FULL
+    if runner.endswith("_grid"):
+        budgets = BUDGETS_GRID
+    if runner.endswith(("_few", "_grid")) or (mode_seeds and runner == "floor"):
+        # 4 seeds (s.e. about 0.005 on gmm2, 0.002 on gmm64): these modes exist to run on a loaded machine / a lent GPU
+        r_head = r = SEEDS_QUICK if quick else MODE_SEEDS
     seeds = [SAMPLER_SEED + i for i in range(r)]
     head_seeds = [SAMPLER_SEED + i for i in range(max(r, r_head))]
     fn = {
@@ -383,6 +523,9 @@ def worker(args: list[str]) -> None:
         "kdiffusion": run_kdiffusion,
         "diffusionjax": run_diffusionjax,
         "floor": run_floor,
+        "scoreflow_few": run_scoreflow_few,
+        "diffusers_few": run_diffusers_few,
+        "scoreflow_grid": run_scoreflow_grid,
     }[runner]
     C.emit(fn(mix, proc, n, budgets, seeds, head_seeds))
 
@@ -397,6 +540,71 @@ def jobs(quick: bool) -> list[list[str]]:
         out += [["diffusers", mix, "vp", q], ["kdiffusion", mix, "edm", q]]
         if not quick:
             out.append(["diffusionjax", mix, "vp", q])
+    return out
+
+
+def jobs_few(quick: bool) -> list[list[str]]:
+    """`--few`: the 5-20 NFE frontier, scoreflow (vp, edm) against diffusers' multistep schedulers."""
+    q = "quick" if quick else "full"
+    out = []
+    for mix in ["gmm2"] if quick else ["gmm2", "gmm64"]:
+        out.append(["floor", mix, "-", q, "mode"])
+        for proc in ["vp"] if quick else ["vp", "edm"]:
+            out.append(["scoreflow_few", mix, proc, q])
+        out.append(["diffusers_few", mix, "vp", q])
+    return out
+
+
+def jobs_grid(quick: bool) -> list[list[str]]:
+    """`--grid`: every fixed-step sampler on its default grid at 100 NFE, vp against edm."""
+    q = "quick" if quick else "full"
+    return [["scoreflow_grid", mix, proc, q] for mix in (["gmm2"] if quick else ["gmm2", "gmm64"]) for proc in ["vp", "edm"]]
+
+
+def summary_few(rows: list[dict]) -> str:
+    """Per problem and budget: scoreflow's best row against the best peer; target <= 0.045 at 8 NFE."""
+    out = (
+        "\n**Few-step targets** (measured): sliced W2 <= 0.045 at 8 NFE on each problem and process; the lowest of "
+        "all runners at each budget from 5 to 10 NFE. Mean +- s.e. over the sampler seeds.\n\n"
+        "| problem | budget | scoreflow default DPMSolverPP vp / edm | scoreflow UniPC vp / edm | best scoreflow | "
+        "best peer | scoreflow lowest? (margin) |\n|---|---|---|---|---|---|---|\n"
+    )
+    for mix in sorted({r["problem"] for r in rows}):
+        budgets = sorted({r["budget"] for r in rows if r["problem"] == mix and isinstance(r["budget"], int) and r["budget"] > 0})
+        for b in budgets:
+            at = [r for r in rows if r["problem"] == mix and r["budget"] == b and np.isfinite(r["sw2"])]
+
+            def pick(variant, proc, at=at):
+                r = next((r for r in at if r["variant"] == variant and r["process"] == proc), None)
+                return _pm(r) if r else "-"
+
+            sf_rows = [r for r in at if r["framework"] == "scoreflow"]
+            peers = [r for r in at if r["framework"] != "scoreflow"]
+            best_sf = min(sf_rows, key=lambda r: r["sw2"]) if sf_rows else None
+            best_peer = min(peers, key=lambda r: r["sw2"]) if peers else None
+            verdict = "-"
+            if best_sf and best_peer:
+                margin = best_peer["sw2"] - best_sf["sw2"]
+                verdict = f"{'yes' if margin > 0 else 'NO'} ({margin:+.4f})"
+            cellf = lambda r: f"{_pm(r)} ({r['framework']} {r['process']}: {r['variant']})" if r else "-"
+            out += (
+                f"| {mix} | {b} | {pick(DEFAULT_SF, 'vp')} / {pick(DEFAULT_SF, 'edm')} | {pick(UNIPC_SF, 'vp')} / "
+                f"{pick(UNIPC_SF, 'edm')} | {cellf(best_sf)} | {cellf(best_peer)} | {verdict} |\n"
+            )
+    return out
+
+
+def summary_grid(rows: list[dict]) -> str:
+    """EDM minus VP for each fixed-step sampler at 100 NFE (target |difference| <= 0.01)."""
+    out = "\n**Target**: the EDM row of every fixed-step sampler at 100 NFE within 0.01 of its VP row.\n\n"
+    out += "| problem | sampler | vp | edm | edm - vp | within 0.01 |\n|---|---|---|---|---|---|\n"
+    for mix in sorted({r["problem"] for r in rows}):
+        for name in sorted({r["variant"] for r in rows if r["problem"] == mix}):
+            vp = next((r for r in rows if r["problem"] == mix and r["variant"] == name and r["process"] == "vp"), None)
+            edm = next((r for r in rows if r["problem"] == mix and r["variant"] == name and r["process"] == "edm"), None)
+            if vp and edm:
+                d = edm["sw2"] - vp["sw2"]
+                out += f"| {mix} | {name} | {_pm(vp)} | {_pm(edm)} | {d:+.4f} | {'yes' if abs(d) <= 0.01 else 'NO'} |\n"
     return out
 
 
@@ -481,14 +689,18 @@ def summary(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = C.base_parser(__doc__)
+    ap.add_argument("--few", action="store_true", help="the 5-20 NFE frontier against diffusers' multistep solvers")
+    ap.add_argument("--grid", action="store_true", help="every fixed-step sampler's default grid at 100 NFE, vp vs edm")
     args = ap.parse_args()
     if args.worker is not None:
         worker(args.worker)
         return
     t = time.perf_counter()
     load = C.load_avg()
-    rows = C.run_isolated(__file__, jobs(args.quick))
-    name = "sampling_quick" if args.quick else "sampling"
+    mode = "_few" if args.few else "_grid" if args.grid else ""
+    make_jobs = jobs_few if args.few else jobs_grid if args.grid else jobs
+    rows = C.run_isolated(__file__, make_jobs(args.quick))
+    name = "sampling" + mode + ("_quick" if args.quick else "")
     payload = {
         "problem": "P2",
         "n": N_QUICK if args.quick else N_FULL,
@@ -518,8 +730,9 @@ def main() -> None:
         ("steady_s", "steady s", ".3f"),
         ("note", "note", ""),
     ]
-    title = f"P2 sampling ({'quick' if args.quick else 'full'} run, n = {payload['n']})"
-    table = C.report(title, payload, cols, summary(good))
+    title = f"P2 sampling{mode.replace('_', ' ')} ({'quick' if args.quick else 'full'} run, n = {payload['n']})"
+    summarise = summary_few if args.few else summary_grid if args.grid else summary
+    table = C.report(title, payload, cols, summarise(good))
     C.write_results(name, payload, table)
     plot(good, C.RESULTS / f"{name}.png")
 
