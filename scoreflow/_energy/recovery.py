@@ -257,9 +257,7 @@ def recovery_pair(
     k1, k2 = jax.random.split(key)
     dt = x.dtype
     x_t = schedule.alphas_cum[t].astype(dt) * x + schedule.sigmas_cum[t].astype(dt) * jax.random.normal(k1, x.shape, dt)
-    x_next = schedule.a[t + 1].astype(dt) * x_t + schedule.sigmas[t + 1].astype(dt) * jax.random.normal(
-        k2, x.shape, dt
-    )
+    x_next = schedule.a[t + 1].astype(dt) * x_t + schedule.sigmas[t + 1].astype(dt) * jax.random.normal(k2, x.shape, dt)
     return schedule.scale(t).astype(dt) * x_t, x_next
 
 
