@@ -424,7 +424,8 @@ def report(title: str, payload: dict, cols: list[tuple[str, str, str]], summary:
     good = [r for r in rows if "error" not in r]
     failed = "".join(f"\n- FAILED {' '.join(r['job'])}: {r['error']}" for r in rows if "error" in r)
     return (
-        f"# {title}\n\ndevice: {payload.get('device', 'not recorded')}; threads = {payload['threads']}; load average before / after: {payload['load_avg_before']} / "
+        f"# {title}\n\ndevice: {payload.get('device', 'not recorded')}; "
+        f"threads = {payload['threads']}; load average before / after: {payload['load_avg_before']} / "
         f"{payload['load_avg_after']}; versions: {payload['versions']}\n\n"
         + md_table(good, cols)
         + summary

@@ -310,7 +310,9 @@ def run_scoreflow_few(mix, proc, n, budgets, seeds, head_seeds):
     for budget in budgets:
         for name, sampler in sf_few_samplers(budget):
             try:
-                rows.append(measure("scoreflow", name, mix, proc, budget, drawer(sampler), seeds, base_row["sw2_draws"]))
+                rows.append(
+                    measure("scoreflow", name, mix, proc, budget, drawer(sampler), seeds, base_row["sw2_draws"])
+                )
             except Exception as e:
                 rows.append(failed("scoreflow", name, mix, proc, budget, e))
     return rows
@@ -357,8 +359,15 @@ def run_diffusers_few(mix, proc, n, budgets, seeds, head_seeds):
     return rows
 
 
-GRID_SAMPLERS = ("DDIM", "PC reverse-diffusion", "PC reverse-diffusion + Langevin", "PC ancestral", "ProbabilityFlow Heun",
-                 "ReverseSDE Euler-Maruyama", "EDMHeun")
+GRID_SAMPLERS = (
+    "DDIM",
+    "PC reverse-diffusion",
+    "PC reverse-diffusion + Langevin",
+    "PC ancestral",
+    "ProbabilityFlow Heun",
+    "ReverseSDE Euler-Maruyama",
+    "EDMHeun",
+)
 
 
 def run_scoreflow_grid(mix, proc, n, budgets, seeds, head_seeds):
@@ -558,7 +567,9 @@ def jobs_few(quick: bool) -> list[list[str]]:
 def jobs_grid(quick: bool) -> list[list[str]]:
     """`--grid`: every fixed-step sampler on its default grid at 100 NFE, vp against edm."""
     q = "quick" if quick else "full"
-    return [["scoreflow_grid", mix, proc, q] for mix in (["gmm2"] if quick else ["gmm2", "gmm64"]) for proc in ["vp", "edm"]]
+    return [
+        ["scoreflow_grid", mix, proc, q] for mix in (["gmm2"] if quick else ["gmm2", "gmm64"]) for proc in ["vp", "edm"]
+    ]
 
 
 def summary_few(rows: list[dict]) -> str:
@@ -570,7 +581,9 @@ def summary_few(rows: list[dict]) -> str:
         "best peer | scoreflow lowest? (margin) |\n|---|---|---|---|---|---|---|\n"
     )
     for mix in sorted({r["problem"] for r in rows}):
-        budgets = sorted({r["budget"] for r in rows if r["problem"] == mix and isinstance(r["budget"], int) and r["budget"] > 0})
+        budgets = sorted(
+            {r["budget"] for r in rows if r["problem"] == mix and isinstance(r["budget"], int) and r["budget"] > 0}
+        )
         for b in budgets:
             at = [r for r in rows if r["problem"] == mix and r["budget"] == b and np.isfinite(r["sw2"])]
 
@@ -601,7 +614,9 @@ def summary_grid(rows: list[dict]) -> str:
     for mix in sorted({r["problem"] for r in rows}):
         for name in sorted({r["variant"] for r in rows if r["problem"] == mix}):
             vp = next((r for r in rows if r["problem"] == mix and r["variant"] == name and r["process"] == "vp"), None)
-            edm = next((r for r in rows if r["problem"] == mix and r["variant"] == name and r["process"] == "edm"), None)
+            edm = next(
+                (r for r in rows if r["problem"] == mix and r["variant"] == name and r["process"] == "edm"), None
+            )
             if vp and edm:
                 d = edm["sw2"] - vp["sw2"]
                 out += f"| {mix} | {name} | {_pm(vp)} | {_pm(edm)} | {d:+.4f} | {'yes' if abs(d) <= 0.01 else 'NO'} |\n"

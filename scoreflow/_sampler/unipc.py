@@ -4,10 +4,10 @@ half log-SNR $l = \tfrac12\log\mathrm{SNR} = \log(\alpha/\sigma)$.
 Notation (one step from level $s$ to $t$, $h = l_t - l_s > 0$): $m_0 = \hat x_0(s, x_s)$ is the data prediction
 at $s$, $m_k$ those at the $k$-th earlier levels $s_k$, $r_k = (l_{s_k} - l_s)/h < 0$ and
 $D_k = (m_k - m_0)/r_k$. Every update has the form
-$$x_t = \frac{\sigma_t}{\sigma_s}x_s + \alpha_t(1 - e^{-h})\,m_0 + \alpha_t\,B(h)\sum_k a_k D_k,$$
-with $B(h)$ the variant (`Bh1`: $B(h) = h$, `Bh2`: $B(h) = e^h - 1$, both written for $-h$ as the paper's
-data-prediction form: $B = -h$ or $e^{-h} - 1$, so the sign is folded in) and the weights $a$ solving the
-order conditions $\sum_k a_k r_k^{i-1} = i!\,(-h)\varphi_{i+1}(-h)/B$, $i = 1..p$, with
+$$x_t = \frac{\sigma_t}{\sigma_s}x_s + \alpha_t(1 - e^{-h})\,m_0 - \alpha_t\,B(-h)\sum_k a_k D_k,$$
+with $B$ the variant (`Bh1`: $B(z) = z$, `Bh2`: $B(z) = e^z - 1$, evaluated at $z = -h$ in this data-prediction
+form, so $-\alpha_t B(-h) > 0$) and the weights $a$ solving the order conditions
+$\sum_k a_k r_k^{i-1} = i!\,(-h)\varphi_{i+1}(-h)/B(-h)$, $i = 1..p$, with
 $\varphi_{k+1}(z) = (\varphi_k(z) - 1/k!)/z$, $\varphi_1(z) = (e^z - 1)/z$ (Zhao et al., 2023, Alg. 1 and 2).
 """
 
@@ -190,8 +190,7 @@ class UniPC(AbstractSampler):
             return (x + sigma**2 * score(t, x)) / alpha
 
         def update(x_s, s_i, t_i, m0, diffs, weights):
-            # x_t = (sigma_t / sigma_s) x_s + alpha_t (1 - e^{-h}) m0 + alpha_t B (-h) sum_k a_k D_k ... with the
-            # data-prediction signs: - alpha_t * hphi_1 * m0 - alpha_t * B(hh) * sum
+            # x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) m0 - alpha_t B(-h) sum_k a_k D_k, hh = -h
             _, sigma_s = sde.alpha_sigma(ts[s_i])
             alpha_t, sigma_t = sde.alpha_sigma(ts[t_i])
             hh = lam[s_i] - lam[t_i]  # -h
