@@ -257,7 +257,9 @@ def test_discrete_bound_equals_brute_force():
         return np.asarray(m).reshape(z.shape)
 
     dec = sf.DiscretisedGaussianDecoder()
-    logpx = np.asarray(dec.log_prob(jnp.full(z0.shape, x), jnp.asarray(z0), st.alpha[0], st.sigma[0], L))
+    logpx = np.asarray(
+        dec.log_prob(jnp.full(z0.shape, x), jnp.asarray(z0), jnp.asarray(st.alpha[0]), jnp.asarray(st.sigma[0]), L)
+    )
     log_q = _log_normal(z0, st.alpha[0] * x, st.sigma[0]) + _log_normal(z1, st.fwd_coef[0] * z0, st.fwd_std[0])
     log_q = log_q + _log_normal(z2, st.fwd_coef[1] * z1, st.fwd_std[1])
     log_p = logpx + _log_normal(z0, p_mean(z1, 1), st.rev_std[0]) + _log_normal(z1, p_mean(z2, 2), st.rev_std[1])
@@ -273,21 +275,21 @@ def test_discrete_bound_equals_brute_force():
 
 
 def test_discrete_bound_tends_to_vdm_vlb():
-    """E[diffusion term] of the T-step bound -> that of the continuous `vdm_vlb`, with error O(1/T)."""
+    """E[diffusion term] of the T-step bound -> that of the continuous `vdm_vlb`, from above, with error O(1/T):
+    the T-step sum weights step i by expm1(gamma_i - gamma_{i-1}) ~ (1 + delta gamma / 2) delta gamma."""
     model = tiny_vdm(scale=1.5, gamma=(-5.0, 5.0))
     x = jnp.asarray(2.0 * tiny_data(1, seed=9)[0] / (LEVELS - 1) - 1.0)
-    u, w = _gh(24)
-    nodes = jnp.asarray(np.stack(np.meshgrid(*([u] * DIM), indexing="ij"), -1).reshape(-1, DIM)[::7])
-    weights = np.prod(np.stack(np.meshgrid(*([w] * DIM), indexing="ij"), -1).reshape(-1, DIM)[::7], axis=1)
-    weights = jnp.asarray(weights / weights.sum())
+    u, w = _gh(8)
+    nodes = jnp.asarray(np.stack(np.meshgrid(*([u] * DIM), indexing="ij"), -1).reshape(-1, DIM))
+    weights = jnp.asarray(np.prod(np.stack(np.meshgrid(*([w] * DIM), indexing="ij"), -1).reshape(-1, DIM), axis=1))
 
     def diffusion(T):
         eps = jnp.broadcast_to(nodes[:, None, :], (nodes.shape[0], T, DIM))
         d = jax.vmap(lambda e: sf.discrete_vdm_terms(model, x, e, num_levels=LEVELS).terms.diffusion)(eps)
         return float(jnp.sum(weights * d))
 
-    # continuous: the same node set, Gauss-Legendre in t
-    tg, tw = np.polynomial.legendre.leggauss(64)
+    # continuous: the same nodes in eps, Gauss-Legendre in t
+    tg, tw = np.polynomial.legendre.leggauss(48)
     tg, tw = 0.5 * (tg + 1), 0.5 * tw
     sched = model.sde.schedule
 
@@ -298,15 +300,21 @@ def test_discrete_bound_tends_to_vdm_vlb():
 
     vals = jax.vmap(lambda t: jax.vmap(lambda e: integrand(t, e))(nodes))(jnp.asarray(tg))
     cont = float(jnp.sum(jnp.asarray(tw)[:, None] * weights[None, :] * vals))
-    # vdm_vlb's one-sample estimate agrees with this integral (a check that `cont` is vdm_vlb's expectation)
+    # `cont` is the expectation of vdm_vlb's one-sample diffusion term
     keys = jax.random.split(jax.random.key(0), 4000)
     ts = jax.random.uniform(jax.random.key(1), (4000,))
     est = jax.vmap(lambda t, k: sf.vdm_vlb(model, x, t, key=k, num_levels=LEVELS).diffusion)(ts, keys)
     assert abs(float(est.mean()) - cont) < 4 * float(est.std()) / math.sqrt(4000)
-    errs = [abs(diffusion(T) - cont) for T in (4, 16, 64)]
-    assert errs[2] < errs[1] < errs[0]
-    assert errs[2] < 0.01 * cont and errs[0] / errs[2] > 8, errs
-
+    d = {T: diffusion(T) for T in (8, 32, 128)}
+    errs = [d[T] - cont for T in (8, 32, 128)]
+    assert 0 < errs[2] < errs[1] < errs[0], errs
+    assert 3.0 < errs[1] / errs[2] < 5.0, errs  # O(1/T)
+    assert errs[2] < 0.05 * cont, errs
+    # Richardson extrapolation of the O(1/T) error lands on the continuous bound
+    # Richardson extrapolation of the O(1/T) error lands on the continuous bound (measured: 0.35% off, against 3.4%
+    # for T = 128 itself; the rest is the O(1/T^2) term)
+    richardson = (4 * d[128] - d[32]) / 3
+    assert abs(richardson - cont) < min(0.01 * cont, errs[2] / 5), (d, cont)
 
 if __name__ == "__main__":  # regenerate the golden words (only after a deliberate format or numerics change)
     from pathlib import Path

@@ -132,7 +132,8 @@ class VDMCodec(AbstractBitsBackCodec):
 
     def _log2_mass(self, k, mean, std, i: int) -> np.ndarray:
         u = (self._z(k, i) - mean) / std
-        return (-0.5 * u**2 - 0.5 * math.log(2 * math.pi) + math.log(self.delta[i] / std)) / math.log(2.0)
+        log_mass = -0.5 * u**2 - 0.5 * math.log(2 * math.pi) + math.log(self.delta[i] / std)
+        return np.maximum(log_mass, -24 * math.log(2.0)) / math.log(2.0)  # the coder's floor, as in D3PMCodec
 
     def _push(self, stack: AnsStack, k, mean, std, i: int, batch: int) -> None:
         r"""Push latent $z_i$ under a Gaussian, in a window around its mean: per image the smallest of the windows

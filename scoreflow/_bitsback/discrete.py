@@ -19,6 +19,8 @@ from .._discrete.transitions import AbstractTransition
 from .base import BBANS, AbstractBitsBackCodec, AbstractOrder, Interleaved, fingerprint, order_name, to_float64
 from .coder import AnsStack
 
+_FLOOR = 2.0**-24  # the coder's smallest probability: symbols below it are coded at it, by pop and push alike
+
 
 class D3PMCodec(AbstractBitsBackCodec):
     r"""Lossless codec for integer data on `transition`'s data states with a D3PM $x_0$-prediction model.
@@ -156,11 +158,11 @@ class D3PMCodec(AbstractBitsBackCodec):
 
     def _pop(self, stack: AnsStack, probs: np.ndarray) -> np.ndarray:
         s = stack.pop_categorical(probs)
-        self._ledger(np.log2(np.maximum(probs[np.arange(s.size), s] / probs.sum(axis=1), 1e-300)), pushed=False)
+        self._ledger(np.log2(np.maximum(probs[np.arange(s.size), s] / probs.sum(axis=1), _FLOOR)), pushed=False)
         return s
 
     def _push(self, stack: AnsStack, s: np.ndarray, probs: np.ndarray) -> None:
-        self._ledger(np.log2(np.maximum(probs[np.arange(s.size), s] / probs.sum(axis=1), 1e-300)), pushed=True)
+        self._ledger(np.log2(np.maximum(probs[np.arange(s.size), s] / probs.sum(axis=1), _FLOOR)), pushed=True)
         stack.push_categorical(s, probs)
 
     def _check_levels(self, x0: np.ndarray) -> None:
