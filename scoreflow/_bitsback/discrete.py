@@ -19,6 +19,7 @@ from .._discrete.transitions import AbstractTransition
 from .base import BBANS, AbstractBitsBackCodec, AbstractOrder, Interleaved, fingerprint, order_name, to_float64
 from .coder import AnsStack
 
+
 _FLOOR = 2.0**-24  # the coder's smallest probability: symbols below it are coded at it, by pop and push alike
 
 
