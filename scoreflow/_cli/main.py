@@ -17,6 +17,7 @@ from . import (
     distill,
     distilled as distilled,
     ebm as ebm,
+    nce as nce,
     info,
     nll,
     sample,
