@@ -33,8 +33,8 @@ from jaxtyping import Array, Float, Int
 import scoreflow as sf
 
 from .. import data as sfd, train as sft
-from ..train.state import strong_types
 from .._energy import latent
+from ..train.state import strong_types
 from . import registry
 from .datasets import load_data, warn_if_small
 from .options import Option, UsageError, positive_float, positive_int
@@ -49,9 +49,7 @@ TRAIN_OPTIONS = (
     Option("ratio_width", 64, "width of each stage's log-ratio MLP (2 hidden layers)", positive_int),
     Option("posterior_steps", 20, "short-run Langevin steps (step 0.1) for z | x per training step", positive_int),
     Option("reference_size", 5000, "samples of the frozen prior in each stage's NCE reference pool", positive_int),
-    Option(
-        "prior_steps", 200, "MALA steps (step 0.5) on the prior for the reference pool and the samples", positive_int
-    ),
+    Option("prior_steps", 200, "MALA steps (step 0.5) on the prior: reference pools and samples", positive_int),
 )
 _NCE = {o.key: o for o in TRAIN_OPTIONS}
 SHARED = (
@@ -243,7 +241,7 @@ def sample_key(seed: int) -> jax.Array:
 
 
 @eqx.filter_jit
-def _samples(model: NCELatentModel, num_stages, num: int, num_steps: int, key) -> Float[Array, "num *data"]:
+def _samples(model: NCELatentModel, num_stages, num: int, num_steps: int, key) -> Float[Array, " n *data"]:
     z = latent.latent_prior_samples(
         model.prior(num_stages), num, step_size=PRIOR_STEP, num_steps=num_steps, key=key, exact_kernel=True
     )
