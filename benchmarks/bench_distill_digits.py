@@ -6,15 +6,17 @@ classifier-free-guided teacher at 2 x 64 evaluations, at 8, 4, 2 and 1 DDIM step
    `ClassifierFreeGuidance(teacher, None, null, Constant(1 + w))` with DDIM 64 steps (2 x 64 evaluations).
 2. Stage 1 (`sf.guided_distill`): one student (the teacher's U-Net in `GuidanceWeightNet`) regresses
    (1 + w) x_c - w x_u for w ~ U[0, 4].
-3. Stage 2 (`sf.distill(..., w_range=(0, 4))`): progressive distillation of that student 64 -> 32 -> ... -> 1
-   at sampled w.
+3. Stage 2 (`sf.distill(..., w_range=(0, 4))`): progressive distillation of that student from `--start-steps`
+   (default 64) down to 1 at sampled w; its first teacher is the stage-1 student on that many DDIM steps.
 
 Evaluated at w = 2 on the same prior draws and labels (i mod 10): class accuracy and the Fréchet distance on the
 features of `scoreflow.metrics.digit_classifier` (against a fixed set of training digits of the same size), the
 paired RMSE to the guided teacher's images, and wall time per image (compile apart). Base rows: the stage-1 student
 with plain DDIM at the same step counts. Training cost (steps, wall incl. compilation) per stage.
 
-    python benchmarks/bench_distill_digits.py            # reduced run (about 40 min on 2 busy cores)
+    python benchmarks/bench_distill_digits.py            # default budget (about 1.5 h on 2 busy cores)
+    python benchmarks/bench_distill_digits.py --stage1-steps 100 --stage-steps 30 --start-steps 8 --n-eval 200
+                                                          # the committed, reduced run (loaded machine)
     python benchmarks/bench_distill_digits.py --quick    # smoke run
 """
 
@@ -94,6 +96,7 @@ def main():
     ap.add_argument("--stage1-steps", type=int, default=None, help="guided stage-1 training steps")
     ap.add_argument("--stage-steps", type=int, default=None, help="optimiser steps per halving")
     ap.add_argument("--n-eval", type=int, default=None, help="images per evaluated sampler")
+    ap.add_argument("--start-steps", type=int, default=TEACHER_DDIM, help="DDIM steps of stage 2's first teacher")
     ap.add_argument("--lr", type=float, default=3e-4, help="learning rate of both distillation stages")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "scoreflow_bench_distill_digits"))
     a = ap.parse_args()
@@ -140,11 +143,51 @@ def main():
         }
 
     rows = []
+    halvings: list[dict] = []
+    config = {
+        "teacher": "UNet(8, 1, channels=(32, 64), num_res_blocks=1, no attention, num_classes=10), VPrediction, "
+        "VPSDE(CosineSchedule()), DSM with VWeighting, label dropout 0.1, EMA 0.995, batch 64",
+        "teacher_cost": teacher_cost,
+        "teacher_train_steps": teacher_steps,
+        "stage1_steps": stage1_steps,
+        "stage_steps": stage_steps,
+        "stage2_start_steps": a.start_steps,
+        "halvings": halvings,
+        "lr": a.lr,
+        "w_range": list(W_RANGE),
+        "w_eval": W_EVAL,
+        "n_eval": n,
+        "classifier": f"scoreflow.metrics.digit_classifier() (version {sfm.CLASSIFIER_VERSION})",
+    }
+
+    def write(done: bool):
+        payload = C.run_record(load_before, t_start, rows)
+        payload.update(config, complete=done)
+        cols = [
+            ("method", "method", ""),
+            ("steps", "steps", "d"),
+            ("evals", "evaluations", "d"),
+            ("accuracy", "class accuracy", ".3f"),
+            ("fd", "Fréchet distance", ".2f"),
+            ("rmse", "paired RMSE vs teacher", ".3f"),
+            ("ms_per_image", "ms / image", ".1f"),
+            ("train_steps", "train steps", "d"),
+            ("train_s", "train wall s", ".0f"),
+        ]
+        cost = "\n\nTraining cost per stage (steps, wall s incl. compilation): " + ", ".join(
+            f"{h['teacher_steps']} -> {h['steps']}: {h['train_steps']} steps, {h['train_s']:.0f} s" for h in halvings
+        )
+        note = "" if done else "\n\n**Incomplete run**: the rows above are those measured before it was stopped."
+        name = "distill_digits_quick" if a.quick else "distill_digits"
+        title = f"Guided distillation on class-conditional digits (w = {W_EVAL})"
+        C.write_results(name, payload, C.report(title, payload, cols, cost + note))
+
     floor = {"accuracy": sfm.class_accuracy(classifier, floor_set, y[perm[n : 2 * n]])}
     floor_stats = sfm.feature_statistics(sfm.classifier_features(classifier, floor_set))
     floor["fd"] = sfm.frechet_distance(*floor_stats, *ref_stats)
     rows.append({"method": "data (other training digits)", "steps": 0, "evals": 0, **floor})
     print(C.summarise(rows[-1]), flush=True)
+    write(False)
 
     guided = eqx.tree_at(lambda g: g.weight, cfg, sf.Constant(1.0 + W_EVAL))
     ref, first, steady = run(guided, sf.DDIM(steps=TEACHER_DDIM), labels)
@@ -152,6 +195,7 @@ def main():
     row |= {"rmse": 0.0, "ms_per_image": 1e3 * steady / n, "compile_s": first - steady}
     rows.append(row)
     print(C.summarise(row), flush=True)
+    write(False)
 
     def paired(out):
         return float(np.sqrt(np.mean((out - ref) ** 2)))
@@ -176,13 +220,14 @@ def main():
     row |= {"train_steps": stage1.train_steps, "train_s": stage1.wall_s}
     rows.append(row)
     print(C.summarise(row), flush=True)
+    write(False)
 
     # --- stage 2 ---
-    print(f"stage 2: {TEACHER_DDIM} -> 1, {stage_steps} steps per halving", flush=True)
+    print(f"stage 2: {a.start_steps} -> 1, {stage_steps} steps per halving", flush=True)
     stages = sf.distill(
         stage1.student,
         x,
-        TEACHER_DDIM,
+        a.start_steps,
         1,
         key=jax.random.key(3),
         train_steps=stage_steps,
@@ -192,7 +237,7 @@ def main():
         learning_rate=a.lr,
         callback=lambda nn, s, m: print(f"  {nn} steps, step {s}: loss {m['loss']:.4g}", flush=True),
     )
-    halvings = [
+    halvings += [
         {"teacher_steps": 2 * st.steps, "steps": st.steps, "train_steps": st.train_steps, "train_s": st.wall_s}
         for st in stages
     ]
@@ -205,49 +250,14 @@ def main():
         row |= {"train_steps": st.train_steps, "train_s": st.wall_s, "final_loss": st.final_loss}
         rows.append(row)
         print(C.summarise(row), flush=True)
+        write(False)
         base, _, base_s = run(stage1.student, sf.DDIM(steps=st.steps), w_cond)
         row = {"method": "stage-1 student, plain DDIM", "steps": st.steps, "evals": st.steps, **metrics(base)}
         row |= {"rmse": paired(base), "ms_per_image": 1e3 * base_s / n}
         rows.append(row)
         print(C.summarise(row), flush=True)
-
-    payload = C.run_record(load_before, t_start, rows)
-    payload.update(
-        {
-            "teacher": "UNet(8, 1, channels=(32, 64), num_res_blocks=1, no attention, num_classes=10), VPrediction, "
-            "VPSDE(CosineSchedule()), DSM with VWeighting, label dropout 0.1, EMA 0.995, batch 64",
-            "teacher_cost": teacher_cost,
-            "teacher_train_steps": teacher_steps,
-            "stage1_steps": stage1_steps,
-            "stage_steps": stage_steps,
-            "halvings": halvings,
-            "lr": a.lr,
-            "w_range": list(W_RANGE),
-            "w_eval": W_EVAL,
-            "n_eval": n,
-            "classifier": f"scoreflow.metrics.digit_classifier() (version {sfm.CLASSIFIER_VERSION})",
-        }
-    )
-    cols = [
-        ("method", "method", ""),
-        ("steps", "steps", "d"),
-        ("evals", "evaluations", "d"),
-        ("accuracy", "class accuracy", ".3f"),
-        ("fd", "Fréchet distance", ".2f"),
-        ("rmse", "paired RMSE vs teacher", ".3f"),
-        ("ms_per_image", "ms / image", ".3f"),
-        ("train_steps", "train steps", "d"),
-        ("train_s", "train wall s", ".0f"),
-    ]
-    cost = "\n\nTraining cost per stage (steps, wall s incl. compilation): " + ", ".join(
-        f"{h['teacher_steps']} -> {h['steps']}: {h['train_steps']} steps, {h['train_s']:.0f} s" for h in halvings
-    )
-    name = "distill_digits_quick" if a.quick else "distill_digits"
-    C.write_results(
-        name,
-        payload,
-        C.report(f"Guided distillation on class-conditional digits (w = {W_EVAL})", payload, cols, cost),
-    )
+        write(False)
+    write(True)
 
 
 if __name__ == "__main__":
