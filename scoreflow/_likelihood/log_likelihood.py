@@ -95,6 +95,7 @@ def log_likelihood(
     error_norm: AbstractErrorNorm = _NORM,
     adjoint: diffrax.AbstractAdjoint = _CHECKPOINT,
     dt0: float | None = None,
+    batch_size: int | None = None,
 ) -> LikelihoodResult:
     r"""Per-example log-density $\log p_{t_0}(x)$ of a score model by the instantaneous change of variables.
 
@@ -125,6 +126,10 @@ def log_likelihood(
     - `error_norm`: `StateDensityNorm(density_weight)` or `AugmentedRMSNorm()`, for the step-size control.
     - `dt0`: first step (in the integration variable); None lets the controller choose it.
     - `adjoint`: diffrax adjoint for gradients (`RecursiveCheckpointAdjoint()` or `BacksolveAdjoint()`).
+    - `batch_size`: solve at most this many examples at a time (None: all at once), so any number of examples
+      runs in bounded memory. Every chunk has the same size (the last is padded with copies of its last example,
+      whose results are dropped), so one compiled program serves all chunks; each example's result, Hutchinson
+      probes included, is the same as without chunking.
 
     **Returns:** a `LikelihoodResult`.
 
@@ -196,25 +201,29 @@ def log_likelihood(
             raise ValueError(
                 f"`prior` has event_shape {tuple(event_shape)} but the examples in `x` have shape {data_shape}"
             )
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"`batch_size` must be an integer >= 1 or None; got batch_size={batch_size!r}")
     # Tolerances, t0 and dt0 travel as arrays, so changing them reuses the compiled solve.
     tols = jnp.asarray([rtol, atol, 0.0 if dt0 is None else dt0], x.dtype)
-    out = _solve(
-        model,
-        sde,
-        x,
-        solver,
-        tols,
-        dt0 is None,
-        divergence,
-        key,
-        prior,
-        t_start,
-        cond,
-        max_steps,
-        time_variable,
-        state_variable,
-        error_norm,
-        adjoint,
+    static = (solver, dt0 is None, divergence, key, prior, t_start)
+    rest = (max_steps, time_variable, state_variable, error_norm, adjoint)
+    if batch_size is None or batch_size >= batch:
+        out = _solve(model, sde, x, tols, *static, cond, jnp.arange(batch), *rest)
+        return _raise_failures(out, max_steps)
+    chunks = []
+    for start in range(0, batch, batch_size):
+        index = np.minimum(np.arange(start, start + batch_size), batch - 1)  # pad with the last example
+        cond_c = None if cond is None else jax.tree.map(lambda c, index=index: c[index], cond)
+        ids = jnp.minimum(jnp.arange(start, start + batch_size), batch - 1)
+        chunks.append((_solve(model, sde, x[index], tols, *static, cond_c, ids, *rest), index))
+    keep = [np.flatnonzero(np.r_[True, np.diff(index) > 0]) for _, index in chunks]
+    out = jax.tree.map(
+        lambda *leaves: (
+            jnp.concatenate([leaf[k] for leaf, k in zip(leaves, keep, strict=True)])
+            if jnp.ndim(leaves[0]) >= 1
+            else leaves[0]
+        ),
+        *[c for c, _ in chunks],
     )
     return _raise_failures(out, max_steps)
 
@@ -254,11 +263,26 @@ def _raise_failures(out: LikelihoodResult, max_steps: int) -> LikelihoodResult:
 
 @eqx.filter_jit
 def _solve(
-    model, sde, x, solver, tols, auto_dt0, divergence, key, prior, t_start, cond, max_steps, time_variable,
-    state_variable, error_norm, adjoint
+    model,
+    sde,
+    x,
+    tols,
+    solver,
+    auto_dt0,
+    divergence,
+    key,
+    prior,
+    t_start,
+    cond,
+    indices,
+    max_steps,
+    time_variable,
+    state_variable,
+    error_norm,
+    adjoint,
 ) -> LikelihoodResult:
     per_step, per_start = _evaluations_per_step(solver)
-    batch, data_shape = x.shape[0], x.shape[1:]
+    data_shape = x.shape[1:]
     rtol, atol, dt0 = tols[0], tols[1], tols[2]
     prior_log_prob = sde.prior_log_prob if prior is None else prior.log_prob
     t_end = jnp.asarray(sde.T, x.dtype)
@@ -302,7 +326,7 @@ def _solve(
         x_end, delta = jax.tree.map(lambda a: a[-1], sol.ys)
         return x_end, delta, sol.result, sol.stats["num_steps"]
 
-    y_end, deltas, result, num_steps = jax.vmap(solve_one)(x, jnp.arange(batch), cond)
+    y_end, deltas, result, num_steps = jax.vmap(solve_one)(x, indices, cond)
     x_end = jax.vmap(lambda y: state_variable.to_data(sde, t_end, y))(y_end)
     prior_lp = jax.vmap(prior_log_prob)(x_end).astype(x.dtype)
     # change of variables x = c(t) y at both ends
