@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._discrete.process import AbstractReverseParameterisation, PosteriorMixture, q_posterior_probs, q_probs
-from .._discrete.transitions import AbstractTransition
+from .._discrete.transitions import AbsorbingTransition, AbstractTransition
 from .base import BBANS, AbstractBitsBackCodec, AbstractOrder, Interleaved, fingerprint, order_name, to_float64
 from .coder import AnsStack
 
@@ -109,9 +109,89 @@ class D3PMCodec(AbstractBitsBackCodec):
         return np.broadcast_to(self._prior, (n, self.num_states))
 
     # ----------------------------------------------------------------------------------------------------------
+    def _absorbing(self) -> bool:
+        tr = self.transition
+        return (
+            isinstance(tr, AbsorbingTransition)
+            and isinstance(self.order, BBANS)
+            and tr.mask_index == tr.num_states - 1
+            and float(tr.alpha_bars[tr.num_steps]) == 0.0
+        )
+
+    def _stay(self, t: int) -> float:
+        r"""$q(x_{t-1} = m \mid x_t = m, x_0)$ for any $x_0$ (and the model's, which equals it): the unmask decision."""
+        a = float(self.transition.alpha_bars[t - 1])
+        b = float(self.transition.betas[t - 1])
+        return (1.0 - a) / ((1.0 - a) + a * b)
+
+    def _decision_probs(self, t: int, n: int) -> np.ndarray:
+        stay = self._stay(t)
+        return np.broadcast_to(np.array([1.0 - stay, stay]), (n, 2))
+
+    def _values(self, t: int, x_t: np.ndarray, batch: int, sel: np.ndarray) -> np.ndarray:
+        return self._model(t, x_t, batch)[sel, : self.num_states - 1]
+
+    def _encode_absorbing(self, stack: AnsStack, x0: np.ndarray, B: int, track) -> None:
+        """BB-ANS for absorbing transitions: $x_T$ is all [MASK]; a masked $x_t$ has $x_{t-1} = x_0$ or [MASK], and
+        that decision has the same probability under $q$ and $p_\theta$, so only the unmasked value costs bits
+        (under $p_\theta$'s distribution over the data states); an unmasked $x_t$ is copied, uncoded."""
+        T, m = self.num_steps, self.num_states - 1
+        xs = [None] * (T + 1)
+        xs[T] = np.full_like(x0, m)
+        for t in range(T, 1, -1):
+            x = xs[t].copy()
+            sel = x == m
+            if 0.0 < self._stay(t) < 1.0:
+                d = self._pop(stack, self._decision_probs(t, int(sel.sum())))
+                x[np.flatnonzero(sel)[d == 0]] = x0[sel][d == 0]
+            elif self._stay(t) == 0.0:
+                x[sel] = x0[sel]
+            xs[t - 1] = x
+        track()
+        for t in range(1, T + 1):
+            x_t, x_prev = xs[t], (xs[t - 1] if t > 1 else x0)
+            sel = x_t == m
+            unmask = sel & (x_prev != m)
+            if unmask.any():
+                self._push(stack, x_prev[unmask], self._values(t, x_t, B, unmask))
+            if t > 1 and 0.0 < self._stay(t) < 1.0:
+                self._push(stack, (x_prev[sel] == m).astype(np.int64), self._decision_probs(t, int(sel.sum())))
+
+    def _decode_absorbing(self, stack: AnsStack, n: int) -> np.ndarray:
+        T, m = self.num_steps, self.num_states - 1
+        size = n * math.prod(self.data_shape)
+        xs = [None] * (T + 1)
+        xs[T] = np.full(size, m, np.int64)
+        decisions = {}
+        for t in range(T, 0, -1):
+            x_t = xs[t]
+            sel = x_t == m
+            x = x_t.copy()
+            if t > 1 and 0.0 < self._stay(t) < 1.0:
+                d = stack.pop_categorical(self._decision_probs(t, int(sel.sum())))
+                decisions[t] = d
+                unmask = np.zeros_like(sel)
+                unmask[np.flatnonzero(sel)[d == 0]] = True
+            elif t > 1 and self._stay(t) == 1.0:
+                unmask = np.zeros_like(sel)
+            else:
+                unmask = sel
+            if unmask.any():
+                x[unmask] = stack.pop_categorical(self._values(t, x_t, n, unmask))
+            xs[t - 1] = x
+        x0 = xs[0]
+        self._check_levels(x0)
+        for t in range(2, T + 1):
+            if t in decisions:
+                stack.push_categorical(decisions[t], self._decision_probs(t, decisions[t].size))
+        return x0.reshape((n, *self.data_shape))
+
     def _encode_chunk(self, stack: AnsStack, levels: np.ndarray, track) -> None:
         T, B = self.num_steps, levels.shape[0]
         x0 = levels.reshape(-1)
+        if self._absorbing():
+            self._encode_absorbing(stack, x0, B, track)
+            return
         if isinstance(self.order, Interleaved):
             x = self._pop(stack, self._marg(1, x0, B))
             track()
@@ -134,6 +214,8 @@ class D3PMCodec(AbstractBitsBackCodec):
         self._push(stack, xs[T], self._prior_rows(x0.size))
 
     def _decode_chunk(self, stack: AnsStack, n: int) -> np.ndarray:
+        if self._absorbing():
+            return self._decode_absorbing(stack, n)
         T = self.num_steps
         size = n * math.prod(self.data_shape)
         if isinstance(self.order, Interleaved):
