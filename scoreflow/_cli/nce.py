@@ -162,7 +162,8 @@ def build_state(c: dict, shape: tuple[int, ...]) -> sft.TrainState:
     """TrainState with opt_state = (optimiser state, reference pool); the pool of stage 0 is N(0, I) samples."""
     model = strong_types(build_model(c, shape))
     _, opt_state = build_optimiser(c, model)
-    pool = jax.random.normal(_pool_key(c["seed"], 0), (c["reference_size"], c["latent_dim"]), jnp.float32)
+    dtype = jax.tree.leaves(eqx.filter(model.ratios, eqx.is_inexact_array))[0].dtype  # the pool's dtype is the prior's
+    pool = jax.random.normal(_pool_key(c["seed"], 0), (c["reference_size"], c["latent_dim"]), dtype)
     return sft.TrainState(
         model=model,
         opt_state=(opt_state, pool),
