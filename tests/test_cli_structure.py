@@ -70,7 +70,7 @@ def test_no_import_cycle_and_layering():
     graph = {m: _imports(m) for m in _modules()}
     assert _cycle(graph) is None, _cycle(graph)
     # the commands and the run folder know no family; the families know no command; only main assembles
-    families = {"continuous", "d3pm", "distilled"}
+    families = {"continuous", "d3pm", "distilled", "nce"}
     commands = {"train", "sample", "nll", "info", "distill"}
     for m in commands | {"run", "session", "registry", "options"}:
         assert not graph[m] & families, (m, graph[m])
