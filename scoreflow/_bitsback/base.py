@@ -69,8 +69,9 @@ def to_float64(model):
 
 
 def fingerprint(tree) -> str:
-    """SHA-256 over the structure of `tree` (a model), the shapes, dtypes and bytes of its array leaves and the
-    `repr` of its other leaves."""
+    """SHA-256 over the structure of `tree` (a model), the shapes, dtypes and bytes of its array leaves, the values
+    of its number and string leaves and the qualified names of its other leaves (functions): the same in every
+    process."""
     h = hashlib.sha256()
     leaves, treedef = jax.tree.flatten(tree)
     h.update(str(treedef).encode())
@@ -79,8 +80,10 @@ def fingerprint(tree) -> str:
             a = np.asarray(leaf)
             h.update(f"{a.dtype}{a.shape}".encode())
             h.update(np.ascontiguousarray(a).tobytes())
-        else:  # Python numbers and other non-array leaves (a float field of a network, say)
-            h.update(repr(leaf).encode())
+        elif isinstance(leaf, (bool, int, float, complex, str, bytes, type(None))):
+            h.update(repr(leaf).encode())  # a float field of a network, say
+        else:  # functions and other objects: by name, never by `repr` (it holds a memory address)
+            h.update(f"{type(leaf).__module__}.{getattr(leaf, '__qualname__', type(leaf).__qualname__)}".encode())
     return h.hexdigest()
 
 
