@@ -155,7 +155,6 @@ from ._energy import (
     train_ratio as train_ratio,
 )
 
-
 # --- guidance: score models combining score models ---
 from ._guidance import (
     AbstractGuidanceWeight as AbstractGuidanceWeight,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from scoreflow._cli.main import main
+from scoreflow._cli.registry import FAMILIES
 
 
 TINY = [
@@ -111,7 +112,7 @@ def test_unreadable_config_named(run, capsys, text, needle):
         ({"lr": -1}, "config.lr = -1: expected a positive number (as for --lr)"),
         ({"sde": "foo"}, "config.sde = 'foo': expected one of edm, subvp, ve, vp (as for --sde)"),
         ({"channels": [32, "x"]}, "config.channels = [32, 'x']: expected comma-separated positive integers"),
-        ({"model": "gan"}, "config.model = 'gan': expected one of ['continuous', 'd3pm']"),
+        ({"model": "gan"}, "config.model = 'gan': expected one of " + str(sorted(FAMILIES))),
     ],
 )
 def test_bad_config_values_named(run, capsys, change, needle):
