@@ -14,7 +14,7 @@ from jaxtyping import Array, Float
 
 from .._misc import check_real
 from .._schedule import LinearSchedule
-from .._sde import VPSDE, AbstractSDE, SubVPSDE, time_from_log_snr
+from .._sde import VESDE, VPSDE, AbstractSDE, SubVPSDE, time_from_log_snr
 
 
 # The end time: a number, or a traced scalar (a sampler may derive it from the SDE inside `jit`).
@@ -113,14 +113,15 @@ class VPTime(AbstractTimeDiscretisation):
 
     With $\lambda_{\rm ref}$ the reference's log-SNR and $\tau_a = \lambda_{\rm ref}^{-1}(\lambda(T))$,
     $\tau_b = \lambda_{\rm ref}^{-1}(\lambda(t_{\min}))$: $t_i = \lambda^{-1}(\lambda_{\rm ref}(\tau_a +
-    \tfrac iN(\tau_b - \tau_a)))$. `reference=None` (the default) takes the SDE itself when it is a `VPSDE` or
-    `SubVPSDE` (there this is exactly `UniformTime`, DDPM's grid) and `VPSDE(LinearSchedule())` for every other
-    SDE: for `EDMSDE` ($t = \sigma$ over 0.002..80) and `VESDE` the uniform grid in $t$ puts almost every step at
-    high noise (the EDM rows at 100 NFE were 4-20x worse than the VP rows on the benchmark mixtures); through the
-    reference they get the log-SNR spacing that VP's uniform grid has. Measured against `KarrasTime()` and
-    `LogSNRUniformTime()` at 100 NFE (`benchmarks/bench_sampling.py`, docs/sampling.md): equal for the ODE samplers
-    and clearly better for the stochastic ones (reverse diffusion, Langevin, ancestral), which need the steps at
-    high noise.
+    \tfrac iN(\tau_b - \tau_a)))$. `reference=None` (the default) is exactly `UniformTime` on `VPSDE` and
+    `SubVPSDE` (DDPM's grid) and on `VESDE` (score-SDE's grid, uniform in $\log\sigma$; the VP-reference spacing
+    measured worse there: reverse-SDE variance ratio 0.94 instead of 1.00 on the power test's mixture), and takes
+    `VPSDE(LinearSchedule())` as the reference for every other SDE: for `EDMSDE` ($t = \sigma$ over 0.002..80)
+    the uniform grid in $t$ puts almost every step at high noise (the EDM rows at 100 NFE were 4-20x worse than
+    the VP rows on the benchmark mixtures); through the reference they get the log-SNR spacing that VP's uniform
+    grid has. Measured against `KarrasTime()` and `LogSNRUniformTime()` at 100 NFE
+    (`benchmarks/bench_sampling.py`, docs/sampling.md): equal for the ODE samplers and clearly better for the
+    stochastic ones (reverse diffusion, Langevin, ancestral), which need the steps at high noise.
     """
 
     reference: AbstractSDE | None = None
@@ -134,7 +135,7 @@ class VPTime(AbstractTimeDiscretisation):
         u = _fraction(steps, jnp.result_type(float))
         ref = self.reference
         if ref is None:
-            if isinstance(sde, VPSDE | SubVPSDE):
+            if isinstance(sde, VPSDE | SubVPSDE | VESDE):
                 return _pin_ends(sde.T + u * (t0 - sde.T), sde, t0)
             ref = VPSDE(LinearSchedule())
         tau_a = time_from_log_snr(ref, sde.log_snr(sde.T))
