@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     for o in COMMON_NETWORK:
         o.add_to(g)
     for f in sorted(registry.FAMILIES.values(), key=lambda f: f.name):
+        if not f.train_options:  # e.g. distilled runs (made by `scoreflow distill`): no empty group in --help
+            continue
         g = t.add_argument_group(f"{f.title} models (--model {f.name} only)")
         for o in f.train_options:
             o.add_to(g, suppress=True)
