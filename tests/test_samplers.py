@@ -132,8 +132,9 @@ def test_time_grids(name, grids):
     # the defining property of each grid: equal spacing in t, in sigma~^(1/rho), in log-SNR
     uniform, karras, logsnr, _, vptime = g["grids"]
     _, lam_karras, lam_logsnr, lam_long_first, _ = g["lams"]
-    # VPTime (the samplers' default): uniform t on VP-type SDEs, else uniform in the time of VPSDE(LinearSchedule)
-    if isinstance(sde, sf.VPSDE | sf.SubVPSDE):
+    # VPTime (the samplers' default): uniform t on VP-type SDEs and VE (uniform in log sigma there), else uniform in
+    # the time of VPSDE(LinearSchedule)
+    if isinstance(sde, sf.VPSDE | sf.SubVPSDE | sf.VESDE):
         np.testing.assert_allclose(vptime, uniform, rtol=0, atol=1e-12)
     else:
         d = np.diff(g["vp_tau"])
