@@ -142,3 +142,20 @@ class VPTime(AbstractTimeDiscretisation):
         tau_b = time_from_log_snr(ref, sde.log_snr(t0))
         lam = jax.vmap(ref.log_snr)(tau_a + u * (tau_b - tau_a))
         return _pin_ends(time_from_log_snr(sde, lam), sde, t0)
+
+
+def levels(
+    discretisation: AbstractTimeDiscretisation,
+    sde: AbstractSDE,
+    steps: int,
+    t0: float,
+    final_step_to_zero: bool,
+    denoise_level: float,
+) -> Float[Array, " n"]:
+    """The model-call levels of a multistep solver: with the jump to zero, `steps` levels from T down to
+    sigma~ = max(denoise_level / steps, sigma~(t0)); else the `steps + 1` grid points from T to t0."""
+    if not final_step_to_zero:
+        return discretisation.times(sde, steps, t0)
+    lam_end = jnp.minimum(-2.0 * jnp.log(denoise_level / steps), sde.log_snr(t0))
+    t_end = jnp.where(lam_end >= sde.log_snr(t0), t0, time_from_log_snr(sde, lam_end))
+    return discretisation.times(sde, steps - 1, t_end)

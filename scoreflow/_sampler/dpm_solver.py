@@ -7,7 +7,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from .._misc import check_bool, check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from .base import AbstractSampler, Hook, ScoreFn, apply_hook
-from .discretisation import GRID, AbstractTimeDiscretisation, LogSNRUniformTime, time_from_log_snr
+from .discretisation import GRID, AbstractTimeDiscretisation, LogSNRUniformTime, levels
 
 
 class DPMSolverPP(AbstractSampler):
@@ -73,13 +73,7 @@ class DPMSolverPP(AbstractSampler):
     ) -> tuple[Float[Array, "*data"], Int[Array, ""], diffrax.RESULTS]:
         del key  # deterministic
         n = self.steps
-        if self.final_step_to_zero:
-            # last level: sigma~ = max(denoise_level / steps, sigma~(t0)), i.e. log-SNR = min(.., lambda(t0))
-            lam_end = jnp.minimum(-2.0 * jnp.log(self.denoise_level / n), sde.log_snr(t0))
-            t_end = jnp.where(lam_end >= sde.log_snr(t0), t0, time_from_log_snr(sde, lam_end))
-            ts = self.discretisation.times(sde, n - 1, t_end)  # n levels, n - 1 regular steps
-        else:
-            ts = self.discretisation.times(sde, n, t0)
+        ts = levels(self.discretisation, sde, n, t0, self.final_step_to_zero, self.denoise_level)
         regular = n - 1 if self.final_step_to_zero else n
         last_regular = regular - 1 if not self.final_step_to_zero else -1
 

@@ -23,7 +23,7 @@ from .._custom_types import Scalar
 from .._misc import check_bool, check_instance, check_int, check_real
 from .._sde import AbstractSDE
 from .base import AbstractSampler, Hook, ScoreFn, apply_hook
-from .discretisation import GRID, AbstractTimeDiscretisation, LogSNRUniformTime, time_from_log_snr
+from .discretisation import GRID, AbstractTimeDiscretisation, LogSNRUniformTime, levels
 
 
 class AbstractUniBh(eqx.Module):
@@ -241,20 +241,3 @@ class UniPC(AbstractSampler):
                 d0 = d0 + (d0 - m1) / jnp.expm1(2.0 * (lam[last] - lam[last - 1]))
             x = apply_hook(hook, jnp.zeros((), ts.dtype), d0)
         return x, jnp.asarray(n, jnp.int32), diffrax.RESULTS.successful
-
-
-def levels(
-    discretisation: AbstractTimeDiscretisation,
-    sde: AbstractSDE,
-    steps: int,
-    t0: float,
-    final_step_to_zero: bool,
-    denoise_level: float,
-) -> Float[Array, " n"]:
-    """The model-call levels of a multistep solver: with the jump to zero, `steps` levels from T down to
-    sigma~ = max(denoise_level / steps, sigma~(t0)); else the `steps + 1` grid points from T to t0."""
-    if not final_step_to_zero:
-        return discretisation.times(sde, steps, t0)
-    lam_end = jnp.minimum(-2.0 * jnp.log(denoise_level / steps), sde.log_snr(t0))
-    t_end = jnp.where(lam_end >= sde.log_snr(t0), t0, time_from_log_snr(sde, lam_end))
-    return discretisation.times(sde, steps - 1, t_end)
