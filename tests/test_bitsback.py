@@ -49,6 +49,22 @@ def test_vdm_round_trip_and_initial_words(order):
     assert 0 < stats.initial_bits < 32 * w0.size
 
 
+def test_file_holds_the_rate_plus_the_consumed_initial_bits(tmp_path):
+    """The untouched bottom of the stream (initial words never popped) is regenerated from the seed, not stored:
+    the file is the rate plus the initial bits actually consumed, not the whole allocation (here 4x larger)."""
+    codec = _codec(sf.Interleaved(), batch_size=5)
+    x = tiny_data(5)
+    blob, stats = sf.compress_images(codec, x, seed=3)
+    header = sf.read_compressed_header(blob)
+    allocated = 32 * codec.initial_words_per_image() * 5
+    assert header["stripped_words"] > 0 and allocated > 4 * stats.initial_bits
+    frame = 8 * (4 + 4 + len(__import__("json").dumps(header, sort_keys=True)) + 32)
+    stream = 8 * len(blob) - frame
+    # the consumed initial bits and the net growth, plus at most the ANS head and the partly used bottom word
+    assert stats.net_bits + stats.initial_bits <= stream <= stats.net_bits + stats.initial_bits + 3 * 32 + 32
+    np.testing.assert_array_equal(sf.decompress_images(codec, blob), x)
+
+
 def test_coder_guards():
     st = AnsStack(initial_words(0, 4))
     with pytest.raises(sf.CoderError, match="means"):
@@ -310,11 +326,11 @@ def test_discrete_bound_tends_to_vdm_vlb():
     assert 0 < errs[2] < errs[1] < errs[0], errs
     assert 3.0 < errs[1] / errs[2] < 5.0, errs  # O(1/T)
     assert errs[2] < 0.05 * cont, errs
-    # Richardson extrapolation of the O(1/T) error lands on the continuous bound
     # Richardson extrapolation of the O(1/T) error lands on the continuous bound (measured: 0.35% off, against 3.4%
     # for T = 128 itself; the rest is the O(1/T^2) term)
     richardson = (4 * d[128] - d[32]) / 3
     assert abs(richardson - cont) < min(0.01 * cont, errs[2] / 5), (d, cont)
+
 
 if __name__ == "__main__":  # regenerate the golden words (only after a deliberate format or numerics change)
     from pathlib import Path

@@ -1,10 +1,13 @@
 """The compressed file: a checked header, the ANS stream, and a checksum.
 
 Layout: `b"SFBB"`, a little-endian u32 header length, the header (UTF-8 JSON), the stream (little-endian u32
-words), and the SHA-256 of everything before it (32 bytes). The header records the format version, the codec's
-settings and model fingerprint (`AbstractBitsBackCodec.header`), the image count, the jax/jaxlib versions and the
-platform the stream was written on, the initial words' seed and count, and the SHA-256 of the original data, which
-is checked after decoding. Every mismatch raises a named `BitsBackError`; nothing is returned then.
+words), and the SHA-256 of everything before it (32 bytes). The bottom of the stream that encoding never reached
+is the initial words themselves, which the decoder regenerates from the seed: those `stripped_words` are left out
+of the file, so it holds the rate plus only the initial bits actually consumed, not the whole (generous)
+allocation. The header records the format version, the codec's settings and model fingerprint
+(`AbstractBitsBackCodec.header`), the image count, the jax/jaxlib versions and the platform the stream was written
+on, the initial words' seed and count, and the SHA-256 of the original data, which is checked after decoding.
+Every mismatch raises a named `BitsBackError`; nothing is returned then.
 """
 
 import hashlib
@@ -22,7 +25,7 @@ from .coder import StackExhaustedError, initial_words
 
 
 MAGIC = b"SFBB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: untouched initial words left out of the file
 
 
 class CorruptStreamError(BitsBackError):
@@ -71,13 +74,19 @@ def compress_images(
     levels = codec.check_levels(levels)
     words, stats = codec.encode(levels, seed=seed, progress=progress)
     first = min(codec.batch_size, levels.shape[0])
+    w0 = initial_words(seed, codec.initial_words_per_image() * first)
+    m = min(w0.size, words.size - 1)
+    differ = np.flatnonzero(words[:m] != w0[:m])
+    stripped = int(differ[0]) if differ.size else m  # the bottom words encoding never touched
+    words = words[stripped:]
     header = {
         "format_version": FORMAT_VERSION,
         "codec": codec.header(),
         "count": int(levels.shape[0]),
         "data_sha256": data_sha256(levels),
         "seed": int(seed),
-        "initial_words": codec.initial_words_per_image() * first,
+        "initial_words": int(w0.size),
+        "stripped_words": stripped,
         "num_words": int(words.size),
         "environment": environment(),
         "net_bits": int(stats.net_bits),
@@ -137,11 +146,15 @@ def decompress_images(
         raise PlatformMismatchError(
             f"the file was written under other software or another platform ({diff}); decode it where it was written"
         )
+    w0 = initial_words(int(header["seed"]), int(header["initial_words"]))
+    stripped = header.get("stripped_words")
+    if not isinstance(stripped, int) or not 0 <= stripped <= w0.size:
+        raise CorruptStreamError(f"`stripped_words` {stripped!r} is not a count in [0, {w0.size}]")
+    words = np.concatenate([w0[:stripped], words])
     try:
         levels, rest = codec.decode(words, int(header["count"]), progress=progress)
     except (StackExhaustedError, StreamMismatchError) as e:
         raise CorruptStreamError(f"the stream does not decode: {e}") from None
-    w0 = initial_words(int(header["seed"]), int(header["initial_words"]))
     if rest.shape != w0.shape or not np.array_equal(rest, w0):
         raise CorruptStreamError("decoding did not end at the initial words: the stream is corrupted")
     if data_sha256(levels) != header["data_sha256"]:
