@@ -122,6 +122,99 @@ COLS = [
 ]
 
 
+INITIAL_COLS = [
+    ("T", "T", ""),
+    ("grid", "grid", ""),
+    ("images", "images", ""),
+    ("initial_bits_per_dim", "initial bits/dim (one image's chain)", ".2f"),
+    ("predicted_bpd", "H(z0|x) + H(z1|z0)", ".2f"),
+    ("h_z0_bpd", "H(z0|x)", ".2f"),
+    ("h_z1_bpd", "H(z1|z0)", ".2f"),
+    ("rate_bpd", "rate (bits/dim)", ".4f"),
+    ("ideal_bpd", "ideal", ".4f"),
+    ("kl_factor", "coded KL / continuous KL per step", ".5f"),
+    ("pop_variance", "forward pops: E[u^2] (1 if clean bits)", ".4f"),
+    ("encode_img_s", "encode img/s", ".2f"),
+]
+
+
+def _pop_spread(codec) -> dict:
+    """Wrap `codec._pop` to accumulate ((z - mean) / std)^2 over the forward pops z_i ~ q(z_i | z_{i-1}), i >= 1:
+    1 (+ 1/(12 R^2) for the bins) if the bits they read were uniformly random. In the interleaved order they read
+    the bits just pushed for z_{i-2} under the model's p, which are uniform only where p is right ("dirty bits")."""
+    acc = {"sum": 0.0, "count": 0}
+    pop = codec._pop
+
+    def wrapped(stack, mean, std, i):
+        k = pop(stack, mean, std, i)
+        if i >= 1:
+            u = (k * codec.delta[i] - np.asarray(mean)) / std
+            acc["sum"] += float(np.sum(u * u))
+            acc["count"] += u.size
+        return k
+
+    codec._pop = wrapped
+    return acc
+
+
+def initial_bits(a, jax, sf, cli, Interrupts, Run) -> None:
+    """Interleaved initial bits against the grid: each image's chain alone (batch of one image per chunk would give
+    the same; here a batch of `--initial-images` and the dip per image), with the first step's two latent
+    entropies that make it up, for `--initial-grids` (R, or R:m for `matched_variance`)."""
+    from scipy.special import ndtr
+
+    load_before, t0 = C.load_avg(), time.perf_counter()
+    levels = sf.data.load_digits().levels("test").astype(np.int64)[: a.initial_images]
+    n, dims = levels.shape[0], levels[0].size
+    rows = []
+
+    def kl_factor(R, matched):  # binned / continuous KL of two Gaussians one tenth of a std apart
+        s = math.sqrt(R * R - 1 / 12) if matched else R
+        e = np.arange(-20 * R, 20 * R + 2) - 0.5
+        q, p = np.diff(ndtr(e / s)), np.diff(ndtr((e - 0.1 * R) / s))
+        k = (q > 1e-300) & (p > 1e-300)
+        return float(np.sum(q[k] * np.log(q[k] / p[k])) / 0.005)
+
+    with Interrupts("bench") as intr:
+        for T in [int(v) for v in a.initial_steps.split(",")]:
+            for g in a.initial_grids.split(","):
+                R, matched = int(g.split(":")[0]), g.endswith(":m")
+                codec, _, _ = cli.load_codec(
+                    Run(a.vdm_run),
+                    intr,
+                    steps=T,
+                    order="interleaved",
+                    batch_size=n,
+                    bins_per_std=R,
+                    matched_variance=matched,
+                )
+                codec.encode(levels[:1])  # compile
+                codec.encode(levels)  # compile for the batch shape
+                spread = _pop_spread(codec)
+                words, stats = codec.encode(levels)
+                back, _ = codec.decode(words, n)
+                row = {"T": T, "grid": f"R={R}" + (" matched" if matched else ""), "images": n}
+                row.update(_latent_entropies(codec))
+                row.update(
+                    initial_bits_per_dim=stats.initial_bits / (n * dims),
+                    predicted_bpd=row["h_z0_bpd"] + row["h_z1_bpd"],
+                    rate_bpd=stats.net_bits / (n * dims),
+                    ideal_bpd=stats.ideal_bits / (n * dims),
+                    kl_factor=kl_factor(R, matched),
+                    pop_variance=spread["sum"] / max(spread["count"], 1),
+                    encode_img_s=n / stats.seconds,
+                    exact=bool(np.array_equal(back, levels)),
+                )
+                print("  " + C.summarise(row), flush=True)
+                rows.append(row)
+                payload = C.run_record(load_before, t0, rows)
+                payload["command"] = "python benchmarks/bench_bitsback.py " + " ".join(sys.argv[1:])
+                summary = f"\ncommand: `{payload['command']}`\n"
+                title = "Bits-back: interleaved initial bits against the grid"
+                report = C.report(title, payload, INITIAL_COLS, summary)
+                C.write_results(a.name + "_initial", payload, report)
+
+
 def main() -> None:
     ap = C.base_parser(__doc__)
     ap.add_argument("--vdm-run", default="runs/bb_vdm")
@@ -136,7 +229,13 @@ def main() -> None:
         help="extra VDM interleaved rows T:batch, comma-separated: the same images in chunks of `batch`, each "
         "chunk popping from the ones before (the stream's initial bits are one chunk's)",
     )
+    ap.add_argument("--orders", default="interleaved,bbans", help="coding orders, comma-separated")
+    ap.add_argument("--no-d3pm", action="store_true", help="skip the D3PM rows")
     ap.add_argument("--name", default="bitsback")
+    ap.add_argument("--initial", action="store_true", help="only the initial-bits table (bitsback_initial.md)")
+    ap.add_argument("--initial-steps", default="10,100,1000")
+    ap.add_argument("--initial-grids", default="16,8:m,4:m,2:m", help="R or R:m (matched variance), comma-separated")
+    ap.add_argument("--initial-images", type=int, default=8)
     a = ap.parse_args()
     import jax
 
@@ -146,6 +245,9 @@ def main() -> None:
     from scoreflow._cli.interrupt import Interrupts
     from scoreflow._cli.run import Run
 
+    if a.initial:
+        initial_bits(a, jax, sf, cli, Interrupts, Run)
+        return
     load_before, t0 = C.load_avg(), time.perf_counter()
     levels_all = sf.data.load_digits().levels("test").astype(np.int64)
     rows = []
@@ -165,10 +267,11 @@ def main() -> None:
 
     steps = [int(s) for s in a.steps.split(",")] if not a.quick else [10]
     extra = [tuple(int(v) for v in j.split(":")) for j in a.amortise.split(",") if j] if not a.quick else []
-    jobs = [("vdm", T, o, None) for T in steps[:1] for o in ("interleaved", "bbans")]
-    jobs += [("d3pm", 0, o, None) for o in ("interleaved", "bbans")]
+    orders = a.orders.split(",")
+    jobs = [("vdm", T, o, None) for T in steps[:1] for o in orders]
+    jobs += [("d3pm", 0, o, None) for o in orders if not a.no_d3pm]
     jobs += [("vdm", T, "interleaved", b) for T, b in extra if T < 1000]
-    jobs += [("vdm", T, o, None) for T in steps[1:] for o in ("interleaved", "bbans")]  # cheapest first
+    jobs += [("vdm", T, o, None) for T in steps[1:] for o in orders]  # cheapest first
     jobs += [("vdm", T, "interleaved", b) for T, b in extra if T >= 1000]
     bounds_done: dict = {}  # one bound evaluation per (model, T, images), shared by the rows
     with Interrupts("bench") as intr:

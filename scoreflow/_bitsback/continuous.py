@@ -44,8 +44,17 @@ class VDMCodec(AbstractBitsBackCodec):
 
     **Arguments:** `model` (an `AbstractScoreModel` with a `VPSDE`; evaluated in float64), `data_shape` (one
     image), `num_levels` ($L$; data $x = 2k/(L-1) - 1$), `num_steps` ($T$), `order` (`Interleaved()` or
-    `BBANS()`), `bins_per_std` (grid resolution; the rate's discretisation error falls as its inverse square),
-    `batch_size` (images per model call).
+    `BBANS()`), `bins_per_std` (grid resolution $R$), `matched_variance`, `batch_size` (images per model call).
+
+    **The grid and the initial bits.** Quantising a Gaussian of std $\sigma$ to bins of width $\delta$ adds
+    $\delta^2/12$ to its variance (Sheppard), so the coded KL of every step shrinks by the factor
+    $1 - 1/(12R^2)$ ($-0.033\%$ at $R = 16$, $-0.52\%$ at $R = 4$) and a fine grid is needed for a rate at the
+    bound. With `matched_variance=True` each Gaussian is coded with std $\sqrt{\sigma^2 - \delta^2/12}$
+    instead: the binned distribution then has the continuous one's mean and variance, and the binned KL equals the
+    continuous KL to $< 10^{-5}$ relative even at $R = 2$ (the bins' remaining error is in the fourth cumulant).
+    That allows a coarse grid, and the initial bits of the interleaved order are about
+    $2\log_2 R + \log_2(2\pi e) + \tfrac12\log_2(1/c_0)$ bits/dim (the first two pops, $z_0 \sim q(z_0 \mid x)$
+    and $z_1 \sim q(z_1 \mid z_0)$, before anything comes back), so they fall by 2 bits/dim per halving of $R$.
     """
 
     def __init__(
@@ -57,6 +66,7 @@ class VDMCodec(AbstractBitsBackCodec):
         num_steps: int,
         order: AbstractOrder = Interleaved(),
         bins_per_std: int = 16,
+        matched_variance: bool = False,
         batch_size: int = 128,
     ):
         if not isinstance(model, AbstractScoreModel) or not isinstance(model.sde, VPSDE):
@@ -73,7 +83,9 @@ class VDMCodec(AbstractBitsBackCodec):
         self.model = to_float64(model)
         self.data_shape = tuple(int(s) for s in data_shape)
         self.num_levels, self.num_steps, self.order = num_levels, num_steps, order
-        self.bins_per_std, self.batch_size = bins_per_std, batch_size
+        if not isinstance(matched_variance, bool):
+            raise TypeError(f"`matched_variance` must be a bool; got {matched_variance!r}")
+        self.bins_per_std, self.batch_size, self.matched_variance = bins_per_std, batch_size, matched_variance
         self.decoder = DiscretisedGaussianDecoder()
         gammas = np.asarray(_GAMMAS(self.model, num_steps))
         if not np.all(np.isfinite(gammas)):
@@ -99,6 +111,7 @@ class VDMCodec(AbstractBitsBackCodec):
             "num_steps": self.num_steps,
             "num_levels": self.num_levels,
             "bins_per_std": self.bins_per_std,
+            "matched_variance": self.matched_variance,
             "batch_size": self.batch_size,
             "data_shape": list(self.data_shape),
             "model_sha256": fingerprint(self.model),
@@ -121,11 +134,17 @@ class VDMCodec(AbstractBitsBackCodec):
     def _z(self, k: np.ndarray, i: int) -> np.ndarray:
         return k.astype(np.float64) * self.delta[i]
 
+    def _coded_std(self, std, i: int) -> np.float64:
+        r"""The std (in bins of latent $i$) handed to the coder: $\sigma/\delta_i$, or with `matched_variance`
+        $\sqrt{(\sigma/\delta_i)^2 - 1/12}$, so that the binned Gaussian has variance $\sigma^2$."""
+        s = np.float64(std) / self.delta[i]
+        return np.sqrt(s * s - 1.0 / 12.0) if self.matched_variance else s
+
     def _pop(self, stack: AnsStack, mean, std, i: int) -> np.ndarray:
         """Pop latent $z_i$ (grid indices) from a Gaussian, in the window of $2h_i + 1$ bins around its mean."""
         mean = np.asarray(mean, np.float64)
         lo = np.rint(mean / self.delta[i]).astype(np.int64) - self.half_bins[i]
-        stds = np.broadcast_to(np.float64(std) / self.delta[i], mean.shape)
+        stds = np.broadcast_to(self._coded_std(std, i), mean.shape)
         k = stack.pop_gaussian(mean / self.delta[i] - lo, stds, 2 * int(self.half_bins[i]) + 1) + lo
         self._ledger(self._log2_mass(k, mean, std, i), pushed=False)
         return k
@@ -156,7 +175,7 @@ class VDMCodec(AbstractBitsBackCodec):
             sel = per_var == c
             if np.any(sel):
                 lo = centre[sel] - h[c]
-                stds = np.broadcast_to(np.float64(std) / self.delta[i], lo.shape)
+                stds = np.broadcast_to(self._coded_std(std, i), lo.shape)
                 stack.push_gaussian(k[sel] - lo, mean[sel] / self.delta[i] - lo, stds, 2 * int(h[c]) + 1)
         stack.push_categorical(j, np.broadcast_to(_CLASS_PROBS, (batch, _CLASSES)))
 
@@ -172,7 +191,7 @@ class VDMCodec(AbstractBitsBackCodec):
             sel = per_var == c
             if np.any(sel):
                 lo = centre[sel] - h[c]
-                stds = np.broadcast_to(np.float64(std) / self.delta[i], lo.shape)
+                stds = np.broadcast_to(self._coded_std(std, i), lo.shape)
                 k[sel] = stack.pop_gaussian(mean[sel] / self.delta[i] - lo, stds, 2 * int(h[c]) + 1) + lo
         return k
 
@@ -261,7 +280,7 @@ class VDMCodec(AbstractBitsBackCodec):
                 f"decoding latent {i}: a value outside the posterior's window; the stream was not written by this "
                 "model and codec settings, or it is corrupted"
             )
-        stds = np.broadcast_to(np.float64(std) / self.delta[i], mean.shape)
+        stds = np.broadcast_to(self._coded_std(std, i), mean.shape)
         stack.push_gaussian(s, mean / self.delta[i] - lo, stds, n)
 
 

@@ -49,6 +49,18 @@ def add_parser(sub) -> None:
         help="interleaved: O(1) initial bits (default); bbans: the BB-ANS reference order, O(T)",
     )
     c.add_argument("--batch-size", type=positive_int, default=128, help="images per model call (default: 128)")
+    c.add_argument(
+        "--bins-per-std",
+        type=positive_int,
+        default=16,
+        help="VDM latent grid: bins per standard deviation of the finest step (default: %(default)s; >= 2)",
+    )
+    c.add_argument(
+        "--matched-variance",
+        action="store_true",
+        help="VDM: code each Gaussian with std sqrt(sigma^2 - delta^2/12) so the binned one keeps sigma^2; makes a "
+        "coarse grid (e.g. --bins-per-std 4) exact and the initial bits smaller",
+    )
     c.add_argument("--seed", type=nonneg_int, default=0, help="seed of the stream's initial words (default: 0)")
     c.add_argument("--check", action="store_true", help="decode what was written and compare the data's SHA-256")
     c.add_argument("--no-bound", action="store_true", help="skip evaluating the model's bound on the images")
@@ -130,7 +142,16 @@ def write_images(path: str, levels: np.ndarray, how: dict) -> None:
 
 
 # --- the run's model as a codec ----------------------------------------------------------------------------------
-def load_codec(run: Run, interrupts, *, steps: int, order: str, batch_size: int):
+def load_codec(
+    run: Run,
+    interrupts,
+    *,
+    steps: int,
+    order: str,
+    batch_size: int,
+    bins_per_std: int = 16,
+    matched_variance: bool = False,
+):
     """(codec, a function giving the model's bound in bits/dim on levels, a short description)."""
     import jax
 
@@ -179,6 +200,8 @@ def load_codec(run: Run, interrupts, *, steps: int, order: str, batch_size: int)
         num_levels=ds.num_levels,
         num_steps=steps,
         order=orders[order],
+        bins_per_std=bins_per_std,
+        matched_variance=matched_variance,
         batch_size=batch_size,
     )
     per = max(1, 2048 // steps)
@@ -214,8 +237,9 @@ def run(a: argparse.Namespace, interrupts) -> int:
             raise UsageError(f"INPUT {a.input!r}: {e}") from None
         ch = header["codec"]
         with phase("loading the model", interrupts=interrupts):
+            grid = {k: ch[k] for k in ("bins_per_std", "matched_variance") if k in ch}
             codec, _, what = load_codec(
-                folder, interrupts, steps=ch["num_steps"], order=ch["order"], batch_size=ch["batch_size"]
+                folder, interrupts, steps=ch["num_steps"], order=ch["order"], batch_size=ch["batch_size"], **grid
             )
         with phase(
             f"decoding {header['count']} images ({what}, {ch['order']})",
@@ -233,7 +257,17 @@ def run(a: argparse.Namespace, interrupts) -> int:
         return 0
 
     with phase("loading the model", interrupts=interrupts):
-        codec, bound, what = load_codec(folder, interrupts, steps=a.steps, order=a.order, batch_size=a.batch_size)
+        if a.bins_per_std < 2:
+            raise UsageError(f"--bins-per-std {a.bins_per_std}: must be >= 2")
+        codec, bound, what = load_codec(
+            folder,
+            interrupts,
+            steps=a.steps,
+            order=a.order,
+            batch_size=a.batch_size,
+            bins_per_std=a.bins_per_std,
+            matched_variance=a.matched_variance,
+        )
     levels, how = read_images(a.input, codec.num_levels)
     if levels.ndim == len(codec.data_shape):
         levels = levels[:, None] if len(codec.data_shape) == 3 and levels.ndim == 3 else levels
