@@ -104,6 +104,7 @@ COLS = [
     ("model", "model", ""),
     ("T", "T", ""),
     ("order", "order", ""),
+    ("grid", "grid", ""),
     ("images", "images", ""),
     ("batch", "batch", ""),
     ("rate_bpd", "rate (bits/dim)", ".4f"),
@@ -231,6 +232,8 @@ def main() -> None:
     )
     ap.add_argument("--orders", default="interleaved,bbans", help="coding orders, comma-separated")
     ap.add_argument("--no-d3pm", action="store_true", help="skip the D3PM rows")
+    ap.add_argument("--bins-per-std", type=int, default=16, help="VDM latent grid R (default 16)")
+    ap.add_argument("--matched-variance", action="store_true", help="VDM: VDMCodec(matched_variance=True)")
     ap.add_argument("--name", default="bitsback")
     ap.add_argument("--initial", action="store_true", help="only the initial-bits table (bitsback_initial.md)")
     ap.add_argument("--initial-steps", default="10,100,1000")
@@ -279,7 +282,13 @@ def main() -> None:
             if kind == "vdm":
                 n = 16 if a.quick else (a.images if T < 1000 else a.images_large_t)
                 codec, _, what = cli.load_codec(
-                    Run(a.vdm_run), intr, steps=T, order=order, batch_size=min(batch or a.batch_size, n)
+                    Run(a.vdm_run),
+                    intr,
+                    steps=T,
+                    order=order,
+                    batch_size=min(batch or a.batch_size, n),
+                    bins_per_std=a.bins_per_std,
+                    matched_variance=a.matched_variance,
                 )
                 per = max(1, 2048 // T)
 
@@ -306,7 +315,8 @@ def main() -> None:
                         ]
                     )
 
-                label = {"model": "VDM", "T": T, "order": order}
+                grid = f"R={a.bins_per_std}" + (" matched" if a.matched_variance else "")
+                label = {"model": "VDM", "T": T, "order": order, "grid": grid}
             else:
                 n = 16 if a.quick else a.images
                 codec, _, what = cli.load_codec(
@@ -317,7 +327,7 @@ def main() -> None:
                     f = jax.jit(jax.vmap(lambda x, k: sf.d3pm_bound_bpd(codec.model, codec.transition, x, key=k)))
                     return np.asarray(f(jax.numpy.asarray(levels), jax.random.split(jax.random.key(0), len(levels))))
 
-                label = {"model": "D3PM absorbing", "T": codec.num_steps, "order": order}
+                label = {"model": "D3PM absorbing", "T": codec.num_steps, "order": order, "grid": "-"}
             print(f"{what} {order} on {n} images, batch {codec.batch_size}", flush=True)
 
             def shared(levels, bound=bound, key=(kind, T, n)):
