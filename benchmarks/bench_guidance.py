@@ -73,6 +73,9 @@ def c1_mixture(kind: str) -> sf.GaussianMixture:
     return sf.GaussianMixture(weights / weights.sum(), jnp.asarray(means), jnp.asarray(covs))
 
 
+STOCHASTIC_STEPS = 256
+
+
 def run_c1(n: int, steps: int, kind: str) -> dict:
     gmm = c1_mixture(kind)
     mask = sf.Mask(np.arange(8) < 4)
@@ -86,8 +89,12 @@ def run_c1(n: int, steps: int, kind: str) -> dict:
     # The exact conditional score up to an observation noise of 1e-3 (a noise-free conditional is degenerate in x).
     exact_score = sf.AnalyticScore(mixture=sf.condition(gmm, sf.Mask(np.arange(8) < 4, noise=1e-3), y), sde=sde)
     sampler = sf.EDMHeun(steps)
+    # Ho et al. sample with a stochastic (ancestral) sampler; here Karras et al.'s stochastic Heun with their
+    # ImageNet-64 settings (Table 5: S_churn 80, S_tmin 0.05, S_tmax 50, S_noise 1.003, 256 steps), not tuned on C1.
+    stochastic = sf.EDMHeun(STOCHASTIC_STEPS, s_churn=80.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003)
     key = jax.random.key(3)
     hook = sf.Replacement(mask, y, sde, jax.random.key(4))
+    rg2 = sf.ReconstructionGuidance(model, mask, y, 2.0)
     runs = {
         "replacement": (model, hook),
         "reconstruction guidance w_r=1": (sf.ReconstructionGuidance(model, mask, y, 1.0), None),
@@ -100,6 +107,10 @@ def run_c1(n: int, steps: int, kind: str) -> dict:
         ),
         "exact conditional score (sampler floor)": (exact_score, None),
         "unconditional (no y)": (model, None),
+        "stochastic: replacement": (model, hook, stochastic),
+        "stochastic: reconstruction guidance w_r=2": (rg2, None, stochastic),
+        "stochastic: reconstruction guidance w_r=2 + replacement (Ho et al.'s procedure)": (rg2, hook, stochastic),
+        "stochastic: exact conditional score (sampler floor)": (exact_score, None, stochastic),
     }
     main = int(np.argmax(np.asarray(exact.weights)))
     assign = jax.jit(jax.vmap(lambda z: jnp.argmax(exact.component_log_probs(z))))
@@ -116,8 +127,8 @@ def run_c1(n: int, steps: int, kind: str) -> dict:
             "on_main": on_main(ref2),
         }
     ]
-    for name, (m, h) in runs.items():
-        x, first, run_s = timed_sample(m, sde, key, n, 8, sampler, hook=h)
+    for name, (m, h, *smp) in runs.items():
+        x, first, run_s = timed_sample(m, sde, key, n, 8, smp[0] if smp else sampler, hook=h)
         free = x[:, 4:]
         rows.append(
             {
@@ -134,6 +145,7 @@ def run_c1(n: int, steps: int, kind: str) -> dict:
         "n": n,
         "steps": steps,
         "kind": kind,
+        "stochastic_steps": STOCHASTIC_STEPS,
         "y": np.asarray(y).tolist(),
         "conditional_weights": np.asarray(exact.weights).tolist(),
         "rows": rows,
@@ -193,12 +205,28 @@ def tv(a: np.ndarray, b: np.ndarray, levels: int = 7) -> float:
     return float(0.5 * np.abs(ha - hb).sum())
 
 
-def run_tree(n: int, steps: int, paper_interval, xxl_interval, low_interval, sweep) -> dict:
+def karras_levels(sigma_max: float, steps: int = 32, sigma_min: float = 0.002, rho: float = 7.0) -> np.ndarray:
+    i = np.arange(steps)
+    return (sigma_max ** (1 / rho) + i / (steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def same_steps_interval(lo: float, hi: float, sigma_max: float, steps: int = 32) -> tuple[float, float]:
+    """An interval of the paper's 32-step image schedule (from sigma = 80) moved to the toy's schedule by step index:
+    the levels of the image grid inside (lo, hi] are steps i..j; the result spans the toy grid's levels i..j, its
+    ends at the geometric midpoints to the neighbouring levels (so no level sits on an end)."""
+    img, toy = karras_levels(80.0, steps), karras_levels(sigma_max, steps)
+    idx = np.flatnonzero((img > lo) & (img <= hi))
+    i, j = int(idx[0]), int(idx[-1])
+    return float(np.sqrt(toy[j] * toy[j + 1])), float(np.sqrt(toy[i] * toy[i - 1]))
+
+
+def run_tree(n: int, steps: int, paper_interval, xxl_interval, sweep) -> dict:
     w, mu, cov, cls, depth = tree()
     a = cls == 0
     p_a = gmm_of(w[a], mu[a], cov[a])
     depth_a = depth[a]
-    sde = sf.EDMSDE(sigma_min=0.002, sigma_max=5.0)  # EDM2's toy sampler: 32 levels from sigma = 5, rho = 7
+    sigma_max = 5.0
+    sde = sf.EDMSDE(sigma_min=0.002, sigma_max=sigma_max)  # EDM2's toy sampler: 32 levels from sigma = 5, rho = 7
     sampler = sf.EDMHeun(steps)
     # exact references
     ref = np.asarray(p_a.sample(seed=jax.random.key(1), sample_shape=n))
@@ -207,28 +235,38 @@ def run_tree(n: int, steps: int, paper_interval, xxl_interval, low_interval, swe
     threshold = float(np.quantile(log_p_ref, 0.01))  # outlier: below the 1% quantile of log p_A under p_A
     depth_ref = depth_of(p_a, depth_a, ref)
     # start from exact draws of p_A at sigma_max, as EDM2's toy does
-    x_T = jnp.asarray(p_a.affine(1.0, 5.0).sample(seed=jax.random.key(5), sample_shape=n))
+    x_T = jnp.asarray(p_a.affine(1.0, sigma_max).sample(seed=jax.random.key(5), sample_shape=n))
     key = jax.random.key(6)
 
     def score(inflate, classes):
         sel = np.isin(cls, classes)
         return sf.AnalyticScore(mixture=gmm_of(w[sel], mu[sel], cov[sel], inflate), sde=sde)
 
-    (plo, phi), (xlo, xhi), (lo, hi) = paper_interval, xxl_interval, low_interval
+    # Two rules move the paper's intervals to the toy, neither tuned on the toy's metrics. By noise level: the
+    # toy's unconditional data have sigma_data = 0.5 (computed below), as EDM2's latents do, so the intervals apply
+    # unchanged in sigma. By step: the same steps of the same 32-step Karras schedule, which on the toy starts at
+    # sigma = 5 instead of 80.
+    ab = gmm_of(w, mu, cov)
+    sigma_data = float(np.sqrt(np.trace(np.asarray(ab.covariance())) / 2))
+    (plo, phi), (xlo, xhi) = paper_interval, xxl_interval
+    (slo, shi), (tlo, thi) = (same_steps_interval(*iv, sigma_max, steps) for iv in (paper_interval, xxl_interval))
     g = 3.0
     exact_a, exact_ab = score(0.0, [0]), score(0.0, [0, 1])
     main, main_ab, weak = score(0.03, [0]), score(0.03, [0, 1]), score(0.06, [0])
+    s_name = f"interval [{slo:.3g}, {shi:.3g}] (paper's EDM2-S steps on the toy's grid)"
+    t_name = f"interval [{tlo:.3g}, {thi:.3g}] (paper's EDM2-XXL steps on the toy's grid)"
     configs = {
         "G1": {
             "unguided (exact p_A)": exact_a,
             f"CFG g={g:g}": sf.Guided(exact_a, exact_ab, sf.Constant(g)),
-            f"CFG g={g:g}, interval [{plo:g}, {phi:g}] (paper's EDM2-S / SD-XL)": sf.Guided(
+            f"CFG g={g:g}, interval [{plo:g}, {phi:g}] (paper's EDM2-S / SD-XL, in sigma)": sf.Guided(
                 exact_a, exact_ab, sf.Interval(plo, phi, g)
             ),
-            f"CFG g={g:g}, interval [{xlo:g}, {xhi:g}] (paper's code, EDM2-XXL)": sf.Guided(
+            f"CFG g={g:g}, interval [{xlo:g}, {xhi:g}] (paper's EDM2-XXL, in sigma)": sf.Guided(
                 exact_a, exact_ab, sf.Interval(xlo, xhi, g)
             ),
-            f"CFG g={g:g}, interval [{lo:g}, {hi:g}]": sf.Guided(exact_a, exact_ab, sf.Interval(lo, hi, g)),
+            f"CFG g={g:g}, {s_name}": sf.Guided(exact_a, exact_ab, sf.Interval(slo, shi, g)),
+            f"CFG g={g:g}, {t_name}": sf.Guided(exact_a, exact_ab, sf.Interval(tlo, thi, g)),
         },
         "G1 interval sweep": {
             f"CFG g={g:g}, interval [{a_:g}, {b_:g}]": sf.Guided(exact_a, exact_ab, sf.Interval(a_, b_, g))
@@ -239,17 +277,20 @@ def run_tree(n: int, steps: int, paper_interval, xxl_interval, low_interval, swe
             f"autoguidance g={g:g} (guide: p_A + 0.06^2 I)": sf.Guided(main, weak, sf.Constant(g)),
             "autoguidance g=2": sf.Guided(main, weak, sf.Constant(2.0)),
             f"CFG g={g:g} (main vs p_AB + 0.03^2 I)": sf.Guided(main, main_ab, sf.Constant(g)),
-            f"CFG g={g:g}, interval [{plo:g}, {phi:g}] (paper's EDM2-S / SD-XL)": sf.Guided(
+            f"CFG g={g:g}, interval [{plo:g}, {phi:g}] (paper's EDM2-S / SD-XL, in sigma)": sf.Guided(
                 main, main_ab, sf.Interval(plo, phi, g)
             ),
-            f"CFG g={g:g}, interval [{lo:g}, {hi:g}]": sf.Guided(main, main_ab, sf.Interval(lo, hi, g)),
-            f"autoguidance g={g:g}, interval [{lo:g}, {hi:g}]": sf.Guided(main, weak, sf.Interval(lo, hi, g)),
+            f"CFG g={g:g}, {s_name}": sf.Guided(main, main_ab, sf.Interval(slo, shi, g)),
+            f"CFG g={g:g}, {t_name}": sf.Guided(main, main_ab, sf.Interval(tlo, thi, g)),
+            f"autoguidance g={g:g}, {t_name}": sf.Guided(main, weak, sf.Interval(tlo, thi, g)),
         },
     }
     out = {
         "n": n,
         "steps": steps,
         "num_components_A": int(a.sum()),
+        "sigma_data_AB": sigma_data,
+        "same_steps_intervals": {"EDM2-S": [slo, shi], "EDM2-XXL": [tlo, thi]},
         "depth_histogram_truth": (np.bincount(depth_ref, minlength=7) / n).tolist(),
         "outlier_threshold_log_p": threshold,
         "floor": {
@@ -471,7 +512,8 @@ def markdown(res: dict) -> str:
         lines += [
             "",
             f"## C1 inpainting, {C1_TITLES[c1['kind']]} (d = 8, 4 known coordinates, {c1['n']} samples, "
-            f"{c1['steps']} Heun levels)",
+            f"{c1['steps']} Heun levels; rows marked stochastic: {c1.get('stochastic_steps', STOCHASTIC_STEPS)} "
+            "levels of Karras et al.'s stochastic Heun with S_churn 80, S_tmin 0.05, S_tmax 50, S_noise 1.003)",
             "",
             "Sliced W2 and mean log-density of the 4 unknown coordinates under the exact conditional "
             "`sf.condition(gmm, Mask, y)` (its component weights: "
@@ -502,7 +544,17 @@ def markdown(res: dict) -> str:
             f"Truth: mean log p_A = {tr['truth_mean_log_p_A']:.3f}; outlier = log p_A below "
             f"{tr['outlier_threshold_log_p']:.3f} (the 1% quantile under p_A). Floor (exact vs exact samples): "
             f"mean log p_A {fl['mean_log_p_A']:.3f}, outliers {fl['outliers']:.3f}, depth TV {fl['depth_tv']:.4f}, "
-            f"sliced W2 {fl['sliced_w2']:.4f}.",
+            f"sliced W2 {fl['sliced_w2']:.4f}."
+            + (
+                f" Intervals: the toy's unconditional data have sigma_data = {tr['sigma_data_AB']:.3f}, as EDM2's "
+                "latents (0.5), so the paper's intervals carry over unchanged in sigma; moved instead by step index "
+                "(the same steps of the 32-step Karras schedule, which starts at sigma = 5 on the toy and at 80 on "
+                "images) they become "
+                + " and ".join(f"{k} [{v[0]:.3g}, {v[1]:.3g}]" for k, v in tr["same_steps_intervals"].items())
+                + ". Neither rule looks at the toy's metrics."
+                if part == "G1" and "sigma_data_AB" in tr
+                else ""
+            ),
             "",
             "| method | mean log p_A | outliers | depth TV | sliced W2 | run s |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -567,7 +619,7 @@ def run_part(part: str, quick: bool) -> object:
         # Kynkaanniemi et al.'s intervals: (0.28, 5.42] for EDM2-S and SD-XL in the paper; their code's EDM2-XXL
         # setting guides steps 17..22 of 32 on the Karras grid from sigma = 80 (rho = 7), i.e. sigma in
         # [0.283, 1.609].
-        return run_tree(n, 32, (0.28, 5.42), (0.28, 1.61), (0.05, 0.3), [(0.01, 0.1), (0.1, 0.5), (1.0, 5.0)])
+        return run_tree(n, 32, (0.28, 5.42), (0.28, 1.61), [(0.01, 0.1), (0.1, 0.5), (0.3, 1.0), (1.0, 5.0)])
     if part == "C2":
         return run_c2(n, 32 if quick else 256)
     return run_likelihood(200 if quick else 1000, 32 if quick else 128, 1e-6, 1e-5)

@@ -32,6 +32,13 @@ class ReconstructionGuidance(AbstractScoreModel):
     a Gaussian prior of variance $v$; Song et al., 2023, $\Pi$GDM), and the correction is
     $w_r J^\top A^\top (y - A\hat x_0)/r_t^2$; it tends to Ho et al.'s at low noise.
 
+    Sample it as Ho et al. do, with a stochastic sampler (e.g. `EDMHeun(256, s_churn=80, ...)`, with `Replacement`
+    as the hook): the approximation is poor at high noise and good at low noise, and the fresh noise of a stochastic
+    sampler lets the accurate low-noise steps undo what the high-noise steps got wrong, which a probability-flow
+    ODE sampler carries to the end (benchmark C1, w_r = 2 with replacement: on a correlated Gaussian sliced W2 0.14
+    with 32 ODE levels, 0.025 stochastic, at the floor; on mixtures, where y must choose the component at high
+    noise, 0.99 -> 0.31 and 0.95 -> 0.79, still far from it).
+
     **Arguments:** `model` (an `AbstractScoreModel`), `observation`, `y` (shape (m,)), `w_r` (default 1), `data_var`
     (default None: Ho et al.'s scaling).
     """
