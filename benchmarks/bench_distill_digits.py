@@ -6,17 +6,21 @@ classifier-free-guided teacher at 2 x 64 evaluations, at 8, 4, 2 and 1 DDIM step
    `ClassifierFreeGuidance(teacher, None, null, Constant(1 + w))` with DDIM 64 steps (2 x 64 evaluations).
 2. Stage 1 (`sf.guided_distill`): one student (the teacher's U-Net in `GuidanceWeightNet`) regresses
    (1 + w) x_c - w x_u for w ~ U[0, 4].
-3. Stage 2 (`sf.distill(..., w_range=(0, 4))`): progressive distillation of that student from `--start-steps`
-   (default 64) down to 1 at sampled w; its first teacher is the stage-1 student on that many DDIM steps.
+3. Stage 2 (`sf.distill(..., w_range=(0, 4))`, one call per halving so that each student is evaluated as soon as
+   it exists): progressive distillation of that student from `--start-steps` down to 1 at sampled w; its first
+   teacher is the stage-1 student on that many DDIM steps.
 
-Evaluated at w = 2 on the same prior draws and labels (i mod 10): class accuracy and the Fréchet distance on the
-features of `scoreflow.metrics.digit_classifier` (against a fixed set of training digits of the same size), the
-paired RMSE to the guided teacher's images, and wall time per image (compile apart). Base rows: the stage-1 student
-with plain DDIM at the same step counts. Training cost (steps, wall incl. compilation) per stage.
+Evaluated at w = 2 on the same prior draws and labels (i mod 10): class accuracy and the Fréchet distance (FD) on
+the features of `scoreflow.metrics.digit_classifier` against a fixed set of training digits of the same size, with
+a bootstrap standard deviation (the sampled set resampled), the FD to a second guided-teacher set drawn from other
+prior draws ("FD to teacher": distance to the distribution the students are distilled towards; for the teacher's
+own row it is the FD between two teacher sets, the noise floor at this sample size), the paired RMSE to the guided
+teacher's images, and wall time per image (compile apart). Reference rows: other training digits (the data floor),
+the conditional teacher without guidance (w = 0), and the stage-1 student with plain DDIM at the students' step
+counts. Training cost (steps, wall incl. compilation, first and last logged loss) per stage.
 
-    python benchmarks/bench_distill_digits.py            # default budget (about 1.5 h on 2 busy cores)
-    python benchmarks/bench_distill_digits.py --stage1-steps 100 --stage-steps 30 --start-steps 8 --n-eval 200
-                                                          # the committed, reduced run (loaded machine)
+    python benchmarks/bench_distill_digits.py --start-steps 16 --stage1-steps 300 --stage-steps 150 --n-eval 500
+                                                          # the committed run (loaded machine)
     python benchmarks/bench_distill_digits.py --quick    # smoke run
 """
 
@@ -48,6 +52,7 @@ TEACHER_DDIM = 64
 W_RANGE = (0.0, 4.0)
 W_EVAL = 2.0
 STUDENT_STEPS = (8, 4, 2, 1)
+BOOTSTRAP = 20
 NUM_CLASSES = 10
 DROPOUT = 0.1
 
@@ -96,14 +101,14 @@ def main():
     ap.add_argument("--stage1-steps", type=int, default=None, help="guided stage-1 training steps")
     ap.add_argument("--stage-steps", type=int, default=None, help="optimiser steps per halving")
     ap.add_argument("--n-eval", type=int, default=None, help="images per evaluated sampler")
-    ap.add_argument("--start-steps", type=int, default=TEACHER_DDIM, help="DDIM steps of stage 2's first teacher")
+    ap.add_argument("--start-steps", type=int, default=16, help="DDIM steps of stage 2's first teacher")
     ap.add_argument("--lr", type=float, default=3e-4, help="learning rate of both distillation stages")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "scoreflow_bench_distill_digits"))
     a = ap.parse_args()
     t_start, load_before = time.perf_counter(), C.load_avg()
     teacher_steps = a.teacher_steps or (20 if a.quick else 1500)
-    stage1_steps = a.stage1_steps or (10 if a.quick else 600)
-    stage_steps = a.stage_steps or (5 if a.quick else 200)
+    stage1_steps = a.stage1_steps or (10 if a.quick else 300)
+    stage_steps = a.stage_steps or (5 if a.quick else 150)
     n = a.n_eval or (50 if a.quick else 500)
     batch = 64
 
@@ -121,30 +126,49 @@ def main():
 
     labels = jnp.asarray(np.arange(n) % NUM_CLASSES)
     w_cond = (labels, jnp.full((n,), W_EVAL, jnp.float32))
-    x_T = jax.random.normal(jax.random.key(123), (n, 1, 8, 8), jnp.float32)
     shape = (n, 1, 8, 8)
+    x_T = jax.random.normal(jax.random.key(123), shape, jnp.float32)
+    x_T_other = jax.random.normal(jax.random.key(456), shape, jnp.float32)  # the second teacher set
 
-    def run(model, sampler, cond):
+    def run(model, sampler, cond, prior=x_T, timed=True):
         key = jax.random.key(0)  # unused by deterministic samplers: the draws are x_T
         f = eqx.filter_jit(lambda m, xt, c: sf.sample(m, sde, key, shape, sampler, cond=c, x_T=xt).samples)
         t = time.perf_counter()
-        out = np.asarray(f(model, x_T, cond))
+        out = np.asarray(f(model, prior, cond))
         first = time.perf_counter() - t
+        if not timed:
+            return out, first, None
         t = time.perf_counter()
-        jax.block_until_ready(f(model, x_T, cond))
+        jax.block_until_ready(f(model, prior, cond))
         steady = time.perf_counter() - t
         return out, first, steady
 
+    def features(images):
+        return sfm.classifier_features(classifier, images)
+
+    teacher_b: dict = {}  # the features of the second guided-teacher set, once drawn
+
     def metrics(images):
-        feats = sfm.feature_statistics(sfm.classifier_features(classifier, images))
-        return {
+        f = features(images)
+        out = {
             "accuracy": sfm.class_accuracy(classifier, images, np.asarray(labels)),
-            "fd": sfm.frechet_distance(*feats, *ref_stats),
+            "fd": sfm.frechet_distance(*sfm.feature_statistics(f), *ref_stats),
         }
+        rng = np.random.default_rng(0)
+        boot = [
+            sfm.frechet_distance(*sfm.feature_statistics(f[rng.integers(0, len(f), len(f))]), *ref_stats)
+            for _ in range(BOOTSTRAP)
+        ]
+        out["fd_sd"] = float(np.std(boot, ddof=1))
+        if "stats" in teacher_b:
+            out["fd_teacher"] = sfm.frechet_distance(*sfm.feature_statistics(f), *teacher_b["stats"])
+        return out
 
     rows = []
     halvings: list[dict] = []
     config = {
+        "command": "python benchmarks/bench_distill_digits.py " + " ".join(sys.argv[1:]),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "teacher": "UNet(8, 1, channels=(32, 64), num_res_blocks=1, no attention, num_classes=10), VPrediction, "
         "VPSDE(CosineSchedule()), DSM with VWeighting, label dropout 0.1, EMA 0.995, batch 64",
         "teacher_cost": teacher_cost,
@@ -154,9 +178,11 @@ def main():
         "stage2_start_steps": a.start_steps,
         "halvings": halvings,
         "lr": a.lr,
+        "batch_size": batch,
         "w_range": list(W_RANGE),
         "w_eval": W_EVAL,
         "n_eval": n,
+        "fd_bootstrap": BOOTSTRAP,
         "classifier": f"scoreflow.metrics.digit_classifier() (version {sfm.CLASSIFIER_VERSION})",
     }
 
@@ -168,40 +194,78 @@ def main():
             ("steps", "steps", "d"),
             ("evals", "evaluations", "d"),
             ("accuracy", "class accuracy", ".3f"),
-            ("fd", "Fréchet distance", ".2f"),
+            ("fd", "FD to data", ".2f"),
+            ("fd_sd", "bootstrap sd", ".2f"),
+            ("fd_teacher", "FD to teacher", ".2f"),
             ("rmse", "paired RMSE vs teacher", ".3f"),
             ("ms_per_image", "ms / image", ".1f"),
             ("train_steps", "train steps", "d"),
             ("train_s", "train wall s", ".0f"),
         ]
-        cost = "\n\nTraining cost per stage (steps, wall s incl. compilation): " + ", ".join(
-            f"{h['teacher_steps']} -> {h['steps']}: {h['train_steps']} steps, {h['train_s']:.0f} s" for h in halvings
+        cost = "\n\nTraining cost per stage (optimiser steps, wall s incl. compilation, first -> last logged loss): "
+        cost += "; ".join(
+            f"{h['stage']}: {h['train_steps']} steps, {h['train_s']:.0f} s, loss {h['first_loss']:.4g} -> "
+            f"{h['final_loss']:.4g}"
+            for h in halvings
         )
+        cost += f"\n\nCommand: `{config['command']}`"
+        if config["xla_flags"]:
+            cost += f" with XLA_FLAGS=`{config['xla_flags']}`"
+        cost += f"; batch {batch}, lr {a.lr}, {n} images per row, FD bootstrap over {BOOTSTRAP} resamples."
+        cost += f" Wall time of the whole run: {payload['wall_s']:.0f} s."
         note = "" if done else "\n\n**Incomplete run**: the rows above are those measured before it was stopped."
         name = "distill_digits_quick" if a.quick else "distill_digits"
         title = f"Guided distillation on class-conditional digits (w = {W_EVAL})"
         C.write_results(name, payload, C.report(title, payload, cols, cost + note))
 
+    def add(row):
+        rows.append(row)
+        print(C.summarise(row), flush=True)
+        write(False)
+
+    # --- reference rows: data floor, the guided teacher twice (two prior draws), the unguided teacher ---
+    ref_b, _, _ = run(eqx.tree_at(lambda g: g.weight, cfg, sf.Constant(1.0 + W_EVAL)), sf.DDIM(steps=TEACHER_DDIM),
+                      labels, prior=x_T_other, timed=False)  # fmt: skip
+    teacher_b["stats"] = sfm.feature_statistics(features(ref_b))
     floor = {"accuracy": sfm.class_accuracy(classifier, floor_set, y[perm[n : 2 * n]])}
-    floor_stats = sfm.feature_statistics(sfm.classifier_features(classifier, floor_set))
-    floor["fd"] = sfm.frechet_distance(*floor_stats, *ref_stats)
-    rows.append({"method": "data (other training digits)", "steps": 0, "evals": 0, **floor})
-    print(C.summarise(rows[-1]), flush=True)
-    write(False)
+    floor_f = features(floor_set)
+    floor["fd"] = sfm.frechet_distance(*sfm.feature_statistics(floor_f), *ref_stats)
+    floor["fd_teacher"] = sfm.frechet_distance(*sfm.feature_statistics(floor_f), *teacher_b["stats"])
+    add({"method": "data (other training digits)", "steps": 0, "evals": 0, **floor})
 
     guided = eqx.tree_at(lambda g: g.weight, cfg, sf.Constant(1.0 + W_EVAL))
     ref, first, steady = run(guided, sf.DDIM(steps=TEACHER_DDIM), labels)
     row = {"method": "guided teacher (CFG, DDIM)", "steps": TEACHER_DDIM, "evals": 2 * TEACHER_DDIM, **metrics(ref)}
     row |= {"rmse": 0.0, "ms_per_image": 1e3 * steady / n, "compile_s": first - steady}
-    rows.append(row)
-    print(C.summarise(row), flush=True)
-    write(False)
+    add(row)
+    row = {"method": "guided teacher, other prior draws", "steps": TEACHER_DDIM, "evals": 2 * TEACHER_DDIM}
+    add(row | {k: v for k, v in metrics(ref_b).items() if k != "fd_teacher"})
 
     def paired(out):
         return float(np.sqrt(np.mean((out - ref) ** 2)))
 
+    unguided, _, _ = run(teacher, sf.DDIM(steps=TEACHER_DDIM), labels, timed=False)
+    row = {"method": "conditional teacher, no guidance (w = 0)", "steps": TEACHER_DDIM, "evals": TEACHER_DDIM}
+    add(row | metrics(unguided) | {"rmse": paired(unguided)})
+
+    def stage_record(stage: str, steps: int, wall: float, losses: list[float]) -> dict:
+        return {
+            "stage": stage,
+            "train_steps": steps,
+            "train_s": wall,
+            "first_loss": losses[0] if losses else float("nan"),
+            "final_loss": float(np.mean(losses[-3:])) if losses else float("nan"),
+            "losses": losses,
+        }
+
     # --- stage 1 ---
     print(f"stage 1: {stage1_steps} steps, w ~ U{W_RANGE}", flush=True)
+    losses: list[float] = []
+
+    def log1(s, m):
+        losses.append(m["loss"])
+        print(f"  stage 1 step {s}: loss {m['loss']:.4f}", flush=True)
+
     stage1 = sf.guided_distill(
         cfg,
         x,
@@ -212,51 +276,52 @@ def main():
         batch_size=batch,
         learning_rate=a.lr,
         warmup_steps=min(50, stage1_steps),
-        callback=lambda s, m: print(f"  stage 1 step {s}: loss {m['loss']:.4f}", flush=True),
+        callback=log1,
     )
+    halvings.append(stage_record("stage 1", stage1.train_steps, stage1.wall_s, losses))
     out, first, steady = run(stage1.student, sf.DDIM(steps=TEACHER_DDIM), w_cond)
     row = {"method": "stage-1 student (DDIM)", "steps": TEACHER_DDIM, "evals": TEACHER_DDIM, **metrics(out)}
     row |= {"rmse": paired(out), "ms_per_image": 1e3 * steady / n, "compile_s": first - steady}
     row |= {"train_steps": stage1.train_steps, "train_s": stage1.wall_s}
-    rows.append(row)
-    print(C.summarise(row), flush=True)
-    write(False)
+    add(row)
 
-    # --- stage 2 ---
+    # --- stage 2: one halving per call (the same keys and seeds as one call), each student evaluated at once ---
     print(f"stage 2: {a.start_steps} -> 1, {stage_steps} steps per halving", flush=True)
-    stages = sf.distill(
-        stage1.student,
-        x,
-        a.start_steps,
-        1,
-        key=jax.random.key(3),
-        train_steps=stage_steps,
-        batch_size=batch,
-        cond=y,
-        w_range=W_RANGE,
-        learning_rate=a.lr,
-        callback=lambda nn, s, m: print(f"  {nn} steps, step {s}: loss {m['loss']:.4g}", flush=True),
-    )
-    halvings += [
-        {"teacher_steps": 2 * st.steps, "steps": st.steps, "train_steps": st.train_steps, "train_s": st.wall_s}
-        for st in stages
-    ]
-    for st in stages:
+    current: sf.AbstractScoreModel = stage1.student
+    steps_n = a.start_steps
+    while steps_n > 1:
+        losses = []
+
+        def log2(nn, s, m, losses=losses):
+            losses.append(m["loss"])
+            print(f"  {nn} steps, step {s}: loss {m['loss']:.4g}", flush=True)
+
+        (st,) = sf.distill(
+            current,
+            x,
+            steps_n,
+            steps_n // 2,
+            key=jax.random.key(3),
+            train_steps=stage_steps,
+            batch_size=batch,
+            cond=y,
+            w_range=W_RANGE,
+            learning_rate=a.lr,
+            callback=log2,
+        )
+        halvings.append(stage_record(f"{steps_n} -> {st.steps}", st.train_steps, st.wall_s, losses))
+        current, steps_n = st.student, st.steps
         if st.steps not in STUDENT_STEPS:
+            write(False)
             continue
         out, first, steady = run(st.student, sf.DistilledDDIM(st.student), w_cond)
         row = {"method": "guided-distilled student", "steps": st.steps, "evals": st.steps, **metrics(out)}
         row |= {"rmse": paired(out), "ms_per_image": 1e3 * steady / n, "compile_s": first - steady}
         row |= {"train_steps": st.train_steps, "train_s": st.wall_s, "final_loss": st.final_loss}
-        rows.append(row)
-        print(C.summarise(row), flush=True)
-        write(False)
+        add(row)
         base, _, base_s = run(stage1.student, sf.DDIM(steps=st.steps), w_cond)
         row = {"method": "stage-1 student, plain DDIM", "steps": st.steps, "evals": st.steps, **metrics(base)}
-        row |= {"rmse": paired(base), "ms_per_image": 1e3 * base_s / n}
-        rows.append(row)
-        print(C.summarise(row), flush=True)
-        write(False)
+        add(row | {"rmse": paired(base), "ms_per_image": 1e3 * base_s / n})
     write(True)
 
 
