@@ -41,7 +41,8 @@ class DPMSolverPP(AbstractSampler):
     the sliced-W2 excess over the exact ODE's samples (same noise) by 1.4x to 4.6x against the plain uniform grid
     (`benchmarks/bench_sampling.py`).
 
-    The hook sees each new state (with $t = 0$ after the jump to zero).
+    The hook sees each new state (with $t = 0$ after the jump to zero). For 5-20 model calls `UniPC` (2M with the
+    UniC corrector, on a budget-dependent grid) is the better default (docs/sampling.md has the measured tables).
     """
 
     steps: int = eqx.field(default=20, static=True)
