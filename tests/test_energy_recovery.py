@@ -53,8 +53,8 @@ def _exact_negative(model, t, x_next, key):
     return mean + jax.random.normal(key, x_next.shape) / jnp.sqrt(prec)
 
 
-def _gradient_per_level(model, key, n=24_000):
-    """Per-level mean and standard error of the per-example loss gradient in theta, negatives drawn exactly."""
+@eqx.filter_jit
+def _gradients(model, key, n):
     k_x, k_t, k_p, k_n = jax.random.split(key, 4)
     x = jnp.sqrt(V) * jax.random.normal(k_x, (n, D))
     t = jax.random.randint(k_t, (n,), 0, model.num_levels)
@@ -69,7 +69,13 @@ def _gradient_per_level(model, key, n=24_000):
 
         return jax.grad(loss)(model.network.theta)[tt]
 
-    g = jax.jit(jax.vmap(one))(t, y_pos, y_neg)
+    return jax.vmap(one)(t, y_pos, y_neg), t
+
+
+def _gradient_per_level(model, key, n=24_000):
+    """Per-level mean and standard error of the per-example loss gradient in theta, negatives drawn exactly (one
+    compiled function for every model of the same structure)."""
+    g, t = _gradients(model, key, n)
     g, t = np.asarray(g), np.asarray(t)
     means = np.array([g[t == k].mean() for k in range(model.num_levels)])
     ses = np.array([g[t == k].std(ddof=1) / np.sqrt((t == k).sum()) for k in range(model.num_levels)])
@@ -143,6 +149,39 @@ def test_normalised_density_of_the_true_energy(getkey):
     exact = -0.5 * jnp.sum(x**2, axis=1) / v0 - 0.5 * D * jnp.log(2 * jnp.pi * v0)
     assert res.stderr < 0.03
     np.testing.assert_array_less(np.abs(np.asarray(logp - exact)), 3 * float(res.stderr))
+
+
+def _log_z_levels(model):
+    """Closed-form log Z_t of every level's marginal exp(-theta_t |a'_t x|^2 / 2) of x_t."""
+    sc = model.schedule
+    a = np.array([float(sc.scale(t)) for t in range(model.num_levels)])
+    return 0.5 * D * np.log(2 * np.pi / (np.asarray(model.network.theta) * a**2))
+
+
+def _log_mean_exp_and_se(v):
+    m = v.max()
+    r = np.exp(v - m)
+    return m + np.log(r.mean()), r.std(ddof=1) / (np.sqrt(len(v)) * r.mean())
+
+
+def test_log_normaliser_through_the_stages(getkey):
+    model = _model(1.0)
+    res = jax.jit(lambda k: sf.recovery_log_normaliser(model, (D,), key=k, num_particles=300, num_repeats=8))(getkey())
+    exact = _log_z_levels(model)
+    assert res.stage_log_z.shape == (8, model.num_levels) and bool(jnp.all(res.num_tempering_steps >= 1))
+    assert bool(jnp.all(res.acceptance > 0.5))
+    # Power: the standard error is small enough that a 5% error in Z_0 (0.05 nats) would be seen.
+    assert res.stderr < 0.015, res.stderr
+    assert abs(float(res.log_z) - exact[0]) < 3 * float(res.stderr), (res.log_z, exact[0], res.stderr)
+    # Stage by stage (top level first): the running sums of the increments estimate log Z_t of each level.
+    cum = np.cumsum(np.asarray(res.stage_log_z), axis=1)[:, ::-1]  # column t: log Z_t
+    for t in range(model.num_levels):
+        est, se = _log_mean_exp_and_se(cum[:, t])
+        assert abs(est - exact[t]) < 3 * max(se, 1e-3), (t, est, exact[t], se)
+    with pytest.raises(ValueError, match="num_particles"):
+        sf.recovery_log_normaliser(model, (D,), key=getkey(), num_particles=1)
+    with pytest.raises(TypeError, match="RecoveryEBM"):
+        sf.recovery_log_normaliser(model.network, (D,), key=getkey())
 
 
 def test_update_skips_non_finite_steps(getkey):

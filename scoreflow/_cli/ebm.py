@@ -130,7 +130,7 @@ def draw_samples(model, shape, n: int, key: jax.Array) -> np.ndarray:
 
 def level0_log_prob(model):
     a = model.schedule.scale(0)
-    return lambda v: -model(0, a * v)
+    return lambda v: -model(0, a.astype(v.dtype) * v)  # in v's dtype (float32 runs under x64: one dtype in MALA)
 
 
 def save_landscape(path: str, model, samples: np.ndarray, title: str = "", test=None) -> None:

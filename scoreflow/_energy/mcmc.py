@@ -247,6 +247,9 @@ def smc_log_normaliser(
         raise ValueError(f"`target_ess` must be in (0, 1); got {target_ess}")
     mean = jnp.asarray(base_mean)
     _check_float(mean, "base_mean")
+    # Particles in at least the default float dtype: blackjax draws MALA/HMC noise in it, so float32 particles
+    # under x64 would meet float64 proposals (a dtype mismatch inside its accept/reject).
+    mean = mean.astype(jnp.promote_types(mean.dtype, jnp.result_type(float)))
     std = jnp.broadcast_to(jnp.asarray(base_std, mean.dtype), mean.shape)
     shape = mean.shape
     if kernel is None:
