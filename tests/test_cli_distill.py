@@ -8,6 +8,9 @@ import os
 import shutil
 import signal
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -133,3 +136,85 @@ def test_distill_ctrl_c_then_resume(teacher, tmp_path, monkeypatch):
     assert code == 0, err
     assert "resuming" in err and "2 -> 1" in stdout
     assert json.load(open(os.path.join(out, "config.json"))) == json.load(open(tmp_path / "config_before.json"))
+
+
+COND_TEACHER = [
+    "--data", "digits", "--cond", "class", "--channels", "16", "--loss", "dsm", "--schedule", "cosine",
+    "--batch-size", "8", "--nll-examples", "0", "--eval-repeats", "1", "--num-samples", "2", "--sampler", "ddim",
+    "--sample-steps", "2", "--no-progress", "--steps", "2", "--lr", "0.01", "--warmup", "0", "--ema-decay", "0",
+]  # fmt: skip
+GUIDED = ["--guidance-range", "0,4", "--guidance-train-steps", "3", "--train-steps", "2", "--steps", "1",
+          "--start-steps", "2", "--batch-size", "4", "--num-samples", "4", "--lr", "0.01", "--no-progress"]  # fmt: skip
+
+
+def test_distill_guidance_range_end_to_end(tmp_path, capsys, monkeypatch):
+    """`distill --guidance-range` on a class-conditional digits run (tiny U-Net, 3 + 2 steps, float32 as the
+    command runs): stage 1 and the halving checkpoint with the range, the samples are `DistilledDDIM` of the
+    restored w-conditioned student at (labels, w = the range's middle), the recorded paired RMSE is against the
+    classifier-free-guided teacher at weight 1 + w (a guidance off by one changes it), and `sample --guidance-w`
+    draws at another w or refuses one outside the range. 16 channels: with 8 channels in GroupNorm's 8 groups the
+    norm cancels the label embedding's per-channel shift, and the network could see neither the label nor w."""
+    import scoreflow.metrics as sfm
+    from scoreflow._cli import continuous, distilled
+
+    # an untrained classifier stands in for the cached one (train's digit metrics; test_metrics.py checks it)
+    monkeypatch.setattr(sfm, "digit_classifier", lambda **kw: sfm.DigitClassifier(key=jax.random.key(0)))
+    with jax.enable_x64(False):
+        teacher_run, out = str(tmp_path / "cond"), str(tmp_path / "guided")
+        assert _main(["train", *COND_TEACHER, "--out", teacher_run])[0] == 0
+        code, stdout, err = _main(["distill", teacher_run, *GUIDED, "--out", out])
+        assert code == 0, err
+        assert "compiling guided stage 1 (w in [0, 4], 3 steps)" in err and "CFG w = 2" in stdout, (stdout, err)
+        c = json.load(open(os.path.join(out, "config.json")))["config"]
+        assert (c["guidance_range"], c["guidance_w"], c["guidance_train_steps"]) == ([0.0, 4.0], 2.0, 3)
+        results = json.load(open(os.path.join(out, "results.json")))
+        assert results["guided"]["train_steps"] == 3
+        assert [(s["teacher_steps"], s["steps"]) for s in results["stages"]] == [(2, 1)]
+        stages = {json.loads(line)["stage"] for line in open(os.path.join(out, "metrics.jsonl"))}
+        assert stages == {"guided", "steps_00001"}, stages
+        for stage, step in (("guided", 3), ("steps_00001", 2)):
+            (got_step, path), *_ = sft.list_checkpoints(os.path.join(out, "checkpoints", stage))
+            assert got_step == step and sft.read_header(path)["metadata"]["guidance_range"] == [0.0, 4.0]
+
+        # the samples: the restored student, DistilledDDIM on its 1-step grid, conditioning (labels, w = 2)
+        teacher, _, _, _ = distilled.teacher_model({"teacher": teacher_run}, exact_step=False)
+        student = sf.restore_student(
+            os.path.join(out, "checkpoints", "steps_00001"), sf.guidance_student(teacher, key=jax.random.key(0))
+        )
+        assert student.grid == sf.DistillationGrid.of(teacher.sde, 1)
+        key, labels = continuous.sample_key(c["seed"]), jnp.arange(4) % 10
+        samples = np.load(os.path.join(out, "samples.npy"))
+
+        @eqx.filter_jit
+        def library(w):
+            return sf.sample(
+                student, student.sde, key, (4, 1, 8, 8), sf.DistilledDDIM(student), cond=(labels, w)
+            ).samples
+
+        @eqx.filter_jit
+        def rmse_to_cfg(weight):
+            cfg = sf.ClassifierFreeGuidance(teacher, None, 10, sf.Constant(weight))
+            res = sf.sample(cfg, cfg.sde, key, (4, 1, 8, 8), sf.DDIM(steps=2), cond=labels)
+            return jnp.sqrt(jnp.mean((samples - res.samples) ** 2))
+
+        at_w0 = np.asarray(library(jnp.zeros(4)))
+        np.testing.assert_allclose(samples, library(jnp.full(4, 2.0)), rtol=1e-5, atol=1e-4)
+        assert np.abs(at_w0 - samples).max() > 1e-2  # w reaches the student: another w, other samples
+        # the paired RMSE is against the guided teacher at weight 1 + w, DDIM on --start-steps steps, same draws
+        rmse = float(rmse_to_cfg(jnp.asarray(3.0)))
+        assert results["paired_rmse_vs_teacher"] == pytest.approx(rmse, rel=1e-4)
+        assert abs(float(rmse_to_cfg(jnp.asarray(2.0))) - rmse) > 1e-3 * rmse
+
+        # sample at another w inside the range: that w's samples; outside it: refused, naming the range
+        code, stdout, _ = _main(["sample", out, "--guidance-w", "0", "--no-progress"])
+        assert code == 0 and "1 steps" in stdout
+        np.testing.assert_allclose(np.load(os.path.join(out, "samples_1steps_w0.npy")), at_w0, rtol=1e-5, atol=1e-4)
+        code, stdout, _ = _main(["info", out])
+        assert code == 0 and "stage guided" in stdout and "stage steps_00001" in stdout
+        capsys.readouterr()
+        _fails(capsys, ["sample", out, "--guidance-w", "5"],
+               "--guidance-w 5: the student was distilled for w in [0, 4] (--guidance-range 0,4)")  # fmt: skip
+        _fails(capsys, ["distill", teacher_run, *GUIDED, "--guidance-w", "5", "--out", str(tmp_path / "x")],
+               "--guidance-w 5.0: expected a value in --guidance-range 0,4")  # fmt: skip
+        _fails(capsys, ["distill", teacher_run, "--guidance-train-steps", "3", "--out", str(tmp_path / "y")],
+               "--guidance-train-steps 3 needs --guidance-range")  # fmt: skip

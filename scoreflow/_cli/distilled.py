@@ -26,7 +26,7 @@ from .. import train as sft
 from . import continuous, registry
 from .datasets import load_data
 from .interrupt import Interrupted
-from .options import Option, UsageError, finite_float, shown
+from .options import Option, UsageError, finite_float
 from .progress import phase, say
 from .run import Run, check_binding, count_params, family_name, output_stem
 
@@ -533,8 +533,8 @@ class DistilledFamily(registry.AbstractFamily):
             raise UsageError(f"--guidance-w {a.guidance_w}: RUN {run.path!r} was not distilled with guidance")
         if g is not None and not g[0] <= w <= g[1]:
             raise UsageError(
-                f"--guidance-w {w}: the student was distilled for w in [{shown(g[0])}, {shown(g[1])}] "
-                f"(--guidance-range {shown(g)}); expected a value in that range"
+                f"--guidance-w {w:g}: the student was distilled for w in [{g[0]:g}, {g[1]:g}] "
+                f"(--guidance-range {g[0]:g},{g[1]:g}); expected a value in that range"
             )
         name = f"samples_{c['steps']}steps" + ("" if seed == c["seed"] else f"_seed{seed}")
         name += "" if g is None or w == c["guidance_w"] else f"_w{w:g}"
