@@ -1,15 +1,18 @@
 """Class-conditional digits: class accuracy and Fréchet distance vs guidance weight, for classifier-free guidance
-(constant and in a noise-level interval) and autoguidance by an early checkpoint of the same run.
+(constant and in a noise-level interval) and autoguidance by a smaller, shorter-trained model of the same kind.
 
 One class-conditional U-Net is trained with the config, objective (label dropout 0.1, denoising score matching,
-cosine schedule) and loop of `scoreflow train --data digits --cond class` (without the run folder's evaluations);
-its EMA at step `--guide-step` is the weak model of autoguidance (Karras et al., 2024). For each method and weight
-g in (0, 1, 2, 4), `--num-samples` samples (classes 0..9 in turn) are drawn with DPM-Solver++ from the same prior
-draws and scored by `scoreflow.metrics`: class accuracy of the locally trained digit classifier (98.3% on the test
-digits) and the Fréchet distance between Gaussian fits of its 64 penultimate features for the samples and the 297
-test digits (lower is better; the floor row scores real training digits the same way). Wall times are recorded.
+cosine schedule) and loop of `scoreflow train --data digits --cond class` (without the run folder's evaluations).
+The autoguidance guides follow Karras et al. (2024, EDM2): a smaller network of the same family trained with the
+same objective and data for a fraction of the main model's steps (its own learning-rate schedule and EMA), so that
+it is a decent model with the same kind of errors, only more of them; by default a U-Net with half the channels
+(16,32) trained for half and for all of the main model's steps. For each method and weight g in (0, 1, 2, 4),
+`--num-samples` samples (classes 0..9 in turn) are drawn with DPM-Solver++ from the same prior draws and scored by
+`scoreflow.metrics`: class accuracy of the locally trained digit classifier (98.3% on the test digits) and the
+Fréchet distance between Gaussian fits of its 64 penultimate features for the samples and the 297 test digits
+(lower is better; the floor row scores real training digits the same way). Wall times are recorded.
 
-    python benchmarks/bench_guidance_digits.py            # full (about 25 min on 2 very busy cores)
+    python benchmarks/bench_guidance_digits.py            # full (about 25 min on 2 busy cores)
     python benchmarks/bench_guidance_digits.py --quick    # smoke run
 """
 
@@ -44,13 +47,17 @@ PLOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "guidance_digit
 def main():
     ap = C.base_parser((__doc__ or "").splitlines()[0])
     ap.add_argument("--steps", type=int, default=None, help="training steps")
-    ap.add_argument("--guide-step", type=int, default=None, help="training step of the autoguidance guide")
+    ap.add_argument(
+        "--guides", default=None,
+        help="autoguidance guides as CHANNELS@STEPS separated by ';', e.g. '16,32@300;16,32@600' (the default: half "
+        "the main model's channels, trained for half and for all of its steps)",
+    )  # fmt: skip
     ap.add_argument("--num-samples", type=int, default=None)
     ap.add_argument("--sample-steps", type=int, default=None)
     a = ap.parse_args()
     t_start, load_before = time.perf_counter(), C.load_avg()
     steps = a.steps or (20 if a.quick else 600)
-    guide_step = a.guide_step or (10 if a.quick else 150)
+    guides = _parse_guides(a.guides or (f"16,32@{steps // 2};16,32@{steps}"))
     n = a.num_samples or (40 if a.quick else 300)
     sample_steps = a.sample_steps or (4 if a.quick else 25)
     ds = sfd.load_digits()
@@ -64,18 +71,23 @@ def main():
         continuous.DEFAULTS, data="digits", cond="class", num_classes=ds.num_classes, loss="dsm", schedule="cosine",
         channels=[32, 64], steps=steps, batch_size=64, sampler="dpm-solver", sample_steps=sample_steps,
     )  # fmt: skip
-    state, optimiser = continuous.build_state(c, ds.shape)
-    step_fn = sft.make_train_step(continuous.build_objective(c, ds.num_levels), optimiser, ema_decay=c["ema_decay"])
     data = (ds.train, ds.train_labels.astype(np.int32))
-    loop = dict(batch_size=c["batch_size"], seed=c["seed"], progress=False, log_every=50)
-    t = time.perf_counter()
-    state = sft.train_loop(state, step_fn, data, num_steps=guide_step, **loop)
-    weak = jax.block_until_ready(state.ema)
-    guide_s = time.perf_counter() - t
-    state = sft.train_loop(state, step_fn, data, num_steps=steps, **loop)
-    model = jax.block_until_ready(state.ema)
-    train_s = time.perf_counter() - t
-    print(f"trained {steps} steps in {train_s:.0f} s (guide at step {guide_step} after {guide_s:.0f} s)", flush=True)
+    loop = dict(seed=c["seed"], progress=False, log_every=50)
+
+    def train(cfg):
+        state, optimiser = continuous.build_state(cfg, ds.shape)
+        objective = continuous.build_objective(cfg, ds.num_levels)
+        step_fn = sft.make_train_step(objective, optimiser, ema_decay=cfg["ema_decay"])
+        t = time.perf_counter()
+        state = sft.train_loop(state, step_fn, data, num_steps=cfg["steps"], batch_size=cfg["batch_size"], **loop)
+        return jax.block_until_ready(state.ema), time.perf_counter() - t
+
+    model, train_s = train(c)
+    print(f"trained {steps} steps in {train_s:.0f} s", flush=True)
+    weak = {}
+    for ch, st in guides:
+        weak[(ch, st)] = train(dict(c, channels=list(ch), steps=st))
+        print(f"guide channels {ch} trained {st} steps in {weak[(ch, st)][1]:.0f} s", flush=True)
 
     k = c["num_classes"]
     labels = jnp.asarray(np.arange(n, dtype=np.int32) % k)
@@ -121,17 +133,19 @@ def main():
         if g != 1:
             score(f"CFG interval [{INTERVAL[0]:g}, {INTERVAL[1]:g}]", g,
                   sf.ClassifierFreeGuidance(model, None, k, sf.Interval(*INTERVAL, w(g))))  # fmt: skip
-    for g in WEIGHTS:
-        if g != 1:
-            grids[("auto", g)] = score(
-                f"autoguidance (step-{guide_step} guide)", g, sf.Guided(model, weak, sf.Constant(w(g)))
-            )
-    score(f"guide alone (step {guide_step})", 1.0, weak)
+    for ch, st in guides:
+        name = _guide_name(ch, st)
+        for g in WEIGHTS:
+            if g != 1:
+                grids[("auto", ch, st, g)] = score(
+                    f"autoguidance ({name})", g, sf.Guided(model, weak[(ch, st)][0], sf.Constant(w(g)))
+                )
 
     payload = C.run_record(load_before, t_start, rows)
     payload.update(
-        train_steps=steps, guide_step=guide_step, num_samples=n, sampler=f"dpm-solver {sample_steps} steps",
-        interval=list(INTERVAL), train_s=train_s, guide_train_s=guide_s, classifier_s=clf_s,
+        train_steps=steps, num_samples=n,
+        guides=[{"channels": list(ch), "steps": st, "train_s": weak[(ch, st)][1]} for ch, st in guides],
+        sampler=f"dpm-solver {sample_steps} steps", interval=list(INTERVAL), train_s=train_s, classifier_s=clf_s,
         classifier_test_acc=test_acc, config=cli, quick=a.quick,
     )  # fmt: skip
     cols = [("method", "method", ""), ("g", "g", "g"), ("class_acc", "class accuracy", ".3f"),
@@ -139,7 +153,10 @@ def main():
     summary = (
         f"\n{n} samples per row (classes 0..9 in turn, the same prior draws), DPM-Solver++ {sample_steps} steps; "
         f"model: the U-Net (channels 32,64) of `{cli}`, trained {steps} steps (batch 64, label dropout 0.1) in "
-        f"{train_s:.0f} s on a loaded 2-core machine; guide: its EMA at step {guide_step}; interval in sigma/alpha; "
+        f"{train_s:.0f} s on a shared 2-core machine; autoguidance guides: "
+        + "; ".join(f"{_guide_name(ch, st)} ({weak[(ch, st)][1]:.0f} s)" for ch, st in guides)
+        + f", same objective, data, seed and loop, each with its own learning-rate schedule and EMA (decay "
+        f"{c['ema_decay']}); autoguidance at g = 0 is the guide alone; interval in sigma/alpha; "
         f"classifier test accuracy {test_acc:.3f}. Fréchet distance to the {len(ds.test)} test digits on the "
         f"classifier's 64 features; the floor row is {n} real training digits. Sampling times include one "
         f"compilation per kind of wrapper (the first row of each). Reproduce: "
@@ -147,15 +164,32 @@ def main():
     )
     name = "guidance_digits_quick" if a.quick else "guidance_digits"
     C.write_results(name, payload, C.report("Guidance on class-conditional digits", payload, cols, summary))
-    _plot(rows, grids, guide_step)
+    _plot(rows, grids, guides, C.RESULTS / "guidance_digits_quick.png" if a.quick else PLOT)
 
 
-def _plot(rows, grids, guide_step):
+def _guide_name(ch, st):
+    return f"U-Net {','.join(map(str, ch))}, {st} steps"
+
+
+def _parse_guides(spec):
+    out = []
+    for part in spec.split(";"):
+        try:
+            ch, st = part.split("@")
+            out.append((tuple(int(v) for v in ch.split(",")), int(st)))
+        except ValueError as e:
+            msg = f"--guides {spec!r}: expected CHANNELS@STEPS[;CHANNELS@STEPS...], e.g. '16,32@300'"
+            raise SystemExit(msg) from e
+    return out
+
+
+def _plot(rows, grids, guides, path):
     from scoreflow import plots
 
     plt = plots._pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1.2, 1]})
-    for prefix, marker in (("CFG interval", "s"), ("CFG", "o"), ("autoguidance", "^")):
+    names = ["CFG interval", "CFG"] + [f"autoguidance ({_guide_name(ch, st)})" for ch, st in guides]
+    for prefix, marker in zip(names, ("s", "o", "^", "v", "D", "P"), strict=False):
         pts = [r for r in rows if r["method"].startswith(prefix) and (prefix != "CFG" or "interval" not in r["method"])]
         if prefix != "CFG":  # g = 1 is the same unguided model for every method
             pts = [r for r in rows if r["method"] == "CFG" and r["g"] == 1.0] + pts
@@ -170,15 +204,16 @@ def _plot(rows, grids, guide_step):
     ax.set_ylabel("class accuracy")
     ax.legend(fontsize=8)
     ax.set_title("class-conditional digits: guidance trade-off")
-    show = [grids[("cfg", 1.0)][:20], grids[("cfg", 4.0)][:20], grids[("auto", 4.0)][:20]]
+    ch, st = guides[-1]
+    show = [grids[("cfg", 1.0)][:20], grids[("cfg", 4.0)][:20], grids[("auto", ch, st, 4.0)][:20]]
     grid = plots.image_grid(np.concatenate(show), ncols=10)
     ax2.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax2.set_title(f"rows: g=1 (no guidance) | CFG g=4 | autoguidance g=4 (step-{guide_step} guide)", fontsize=8)
+    ax2.set_title(f"rows: g=1 (no guidance) | CFG g=4 | autoguidance g=4 ({_guide_name(ch, st)} guide)", fontsize=8)
     ax2.axis("off")
     fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(PLOT, dpi=110)
-    print(f"wrote {PLOT}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
