@@ -30,15 +30,30 @@ def gauss(mu, s):
 
 
 class TwoMeans(sf.AbstractScoreModel):
-    """Exact score of N(means[cond], s^2) under an EDM SDE (sigma(t) = t), 1-D; `cond` an index."""
+    """Exact score of N(means[cond], s^2 I) under a linear SDE (on EDM: -(x - mu)/(s^2 + t^2)); `cond` an index
+    (-1: the last entry, a null label). A conditional model that compiles in a fraction of a mixture's time."""
 
-    means: tuple[float, float]
+    means: tuple[float, ...]
     s: float
     sde: sf.AbstractSDE
 
     def __call__(self, t, x, cond=None, *, key=None):
         mu = jnp.asarray(self.means)[cond]
-        return -(x - mu) / (self.s**2 + jnp.asarray(t) ** 2)
+        alpha, sigma = self.sde.alpha_sigma(t)
+        return -(x - alpha * mu) / (alpha**2 * self.s**2 + sigma**2)
+
+
+class Shifted(sf.AbstractScoreModel):
+    """Exact score of N(mu, s^2 I) under any linear SDE, any shape: a model that compiles in a fraction of a
+    mixture's time, for tests whose claim does not depend on the model."""
+
+    mu: float
+    s: float
+    sde: sf.AbstractSDE
+
+    def __call__(self, t, x, cond=None, *, key=None):
+        alpha, sigma = self.sde.alpha_sigma(t)
+        return -(x - alpha * self.mu) / (alpha**2 * self.s**2 + sigma**2)
 
 
 class Counted(sf.AbstractScoreModel):
@@ -98,18 +113,24 @@ def test_class_posterior_is_bayes(getkey):
     t = 0.3
     pt = sf.marginal(lm.mixture, VP, t)
     x = pt.sample(seed=getkey(), sample_shape=(5,))
-    post = jax.vmap(lambda xi: lm.log_posterior(VP, t, xi))(x)
+
+    classes = [sf.marginal(lm.class_mixture(y), VP, t) for y in (0, 1)]
+
+    @jax.jit  # one compilation instead of op-by-op dispatch
+    def both_sides(x):
+        post = jax.vmap(lambda xi: lm.log_posterior(VP, t, xi))(x)
+        return post, [c.log_prob(x) for c in classes], pt.log_prob(x)
+
+    post, conds, log_pt = both_sides(x)
     for y in (0, 1):
-        cond = sf.marginal(lm.class_mixture(y), VP, t).log_prob(x)
-        np.testing.assert_allclose(post[:, y], jnp.log(lm.class_prior()[y]) + cond - pt.log_prob(x), atol=1e-12)
+        np.testing.assert_allclose(post[:, y], jnp.log(lm.class_prior()[y]) + conds[y] - log_pt, atol=1e-12)
     np.testing.assert_allclose(jax.nn.logsumexp(post, axis=1), 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize("weight", [sf.Constant(2.5), sf.Interval(0.5, 2.0, 2.5), sf.Ramp(0.3, 3.0, 1.0, 4.0)])
 def test_combination_is_the_same_in_eps_x0_v(weight, getkey):
     """At fixed (t, x), eps, x0 and v of the guided model are the same affine combination of the two models'."""
-    lm = labelled()
-    main, ref = lm.conditional_score(VP, 1), lm.unconditional_score(VP)
+    main, ref = Shifted(0.5, 0.8, VP), Shifted(-0.3, 1.1, VP)
     guided = sf.Guided(main, ref, weight)
 
     @jax.jit
@@ -123,7 +144,7 @@ def test_combination_is_the_same_in_eps_x0_v(weight, getkey):
         return out
 
     for t in (0.1, 0.4, 0.7, 0.95):
-        x = sf.marginal(lm.mixture, VP, t).sample(seed=getkey(), sample_shape=(4,))
+        x = jax.random.normal(getkey(), (4, 2))
         for name, (got, expected) in check(t, x).items():
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=f"{name} at t={t}")
 
@@ -153,14 +174,13 @@ def test_interval_skips_the_reference_outside():
     """Outside the interval the reference is never run (counted at run time; it would return NaN there), inside it
     is run once per call; the guided score switches between main and combination exactly at the ends."""
     lo, hi, g = 0.5, 2.0, 3.0
-    lm = labelled()
-    main = lm.conditional_score(EDM, 0)
-    ref = Counted(lm.unconditional_score(EDM), lo, hi)
+    main = Shifted(0.5, 0.8, EDM)
+    ref = Counted(Shifted(-0.3, 1.0, EDM), lo, hi)
     guided = sf.Guided(main, ref, sf.Interval(lo, hi, g))
     x = jnp.array([0.3, -0.2])
     call = eqx.filter_jit(guided)
     main_at = eqx.filter_jit(main)
-    ref_at = eqx.filter_jit(lm.unconditional_score(EDM))
+    ref_at = eqx.filter_jit(Shifted(-0.3, 1.0, EDM))
     for t in (0.1, np.nextafter(lo, 0.0), np.nextafter(hi, np.inf), 5.0):
         CALLS.clear()
         out = jax.block_until_ready(call(t, x))
@@ -181,10 +201,9 @@ def test_interval_skips_the_reference_outside():
 
 
 def test_cfg_batched_and_two_calls_and_cond_from_call(getkey):
-    lm = labelled()
-    model = lm.score_model(VP)
+    model = TwoMeans((0.4, -0.8, 0.1), 0.9, VP)  # labels 0, 1; null -1
     weight = sf.Interval(0.3, 3.0, 2.0)
-    x = sf.marginal(lm.mixture, VP, 0.5).sample(seed=getkey(), sample_shape=(4,))
+    x = jax.random.normal(getkey(), (4, 2))
     ts = jnp.array([0.05, 0.3, 0.5, 0.9])
     one = sf.ClassifierFreeGuidance(model, 1, -1, weight)
     two = sf.ClassifierFreeGuidance(model, 1, -1, weight, batch=False)
@@ -193,8 +212,8 @@ def test_cfg_batched_and_two_calls_and_cond_from_call(getkey):
     a = batched(one, ts, x)
     b = batched(two, ts, x)
     c = eqx.filter_jit(jax.vmap(lambda t, xi: from_call(t, xi, jnp.asarray(1))))(ts, x)
-    s_c = jax.vmap(lm.conditional_score(VP, 1))(ts, x)
-    s_u = jax.vmap(lm.unconditional_score(VP))(ts, x)
+    s_c = jax.vmap(lambda t, xi: model(t, xi, 1))(ts, x)
+    s_u = jax.vmap(lambda t, xi: model(t, xi, -1))(ts, x)
     alpha, sigma = jax.vmap(VP.alpha_sigma)(ts)
     g = jax.vmap(weight)(sigma / alpha)[:, None]
     d = s_u + g * (s_c - s_u)
@@ -224,21 +243,21 @@ def test_cfg_batched_and_two_calls_and_cond_from_call(getkey):
     with pytest.raises(ValueError, match="already holds its conditioning"):
         one(0.5, x[0], 0)
     with pytest.raises(ValueError, match="same SDE"):
-        sf.Guided(lm.unconditional_score(VP), lm.unconditional_score(EDM), sf.Constant(2.0))
+        sf.Guided(Shifted(0.0, 1.0, VP), Shifted(0.0, 1.0, EDM), sf.Constant(2.0))
 
 
 def test_cfg_samples_per_example_labels(getkey):
     """`sample` with per-example labels through the call's cond equals the fixed-label wrappers, under jit."""
-    lm = labelled()
+    model = TwoMeans((0.4, -0.8, 0.1), 0.9, VP)  # labels 0, 1; null -1
     weight = sf.Interval(0.2, 2.0, 2.0)
     sampler = sf.EDMHeun(steps=8)
     x_T = VP.prior_std() * jax.random.normal(getkey(), (4, 2))
     labels = jnp.array([0, 1, 1, 0])
-    per_call = sf.ClassifierFreeGuidance(lm.score_model(VP), None, -1, weight)
+    per_call = sf.ClassifierFreeGuidance(model, None, -1, weight)
     run = eqx.filter_jit(lambda m, c: sf.sample(m, VP, jax.random.key(0), (4, 2), sampler, cond=c, x_T=x_T).samples)
     got = run(per_call, labels)
     for y in (0, 1):
-        fixed = sf.ClassifierFreeGuidance(lm.score_model(VP), jnp.asarray(y), -1, weight)  # traced: one compile
+        fixed = sf.ClassifierFreeGuidance(model, jnp.asarray(y), -1, weight)  # traced: one compile
         want = run(fixed, None)
         np.testing.assert_allclose(got[labels == y], want[labels == y], rtol=1e-12)
 
@@ -251,7 +270,7 @@ def test_g4_autoguidance_variance():
     at T = 80 here)."""
     s1, s2, g = 1.0, 1.5, 3.0
     T = EDM.T
-    model = sf.Guided(sf.AnalyticScore(gauss(0.0, s1), EDM), sf.AnalyticScore(gauss(0.0, s2), EDM), sf.Constant(g))
+    model = sf.Guided(Shifted(0.0, s1, EDM), Shifted(0.0, s2, EDM), sf.Constant(g))
     x_T = jnp.array([[T], [-0.5 * T]])  # the map is linear: x_0 = c x_T
     out = sf.sample(model, EDM, jax.random.key(0), (2, 1), sf.EDMHeun(steps=2000), x_T=x_T).samples
     np.testing.assert_allclose(out[1, 0], -0.5 * out[0, 0], rtol=1e-12)
@@ -273,9 +292,10 @@ def test_g4_interval_cfg_mean_shift():
     r_T = math.hypot(s, EDM.T)
     x_T = jnp.array([[mu_c + r_T], [mu_c - r_T]])  # mean and variance of the affine push-forward of N(mu_c, r_T^2)
     stats = {}
-    for gg in (1.0, g):
-        model = sf.ClassifierFreeGuidance(base, 0, 1, sf.Interval(lo, hi, gg))
-        out = sf.sample(model, EDM, jax.random.key(0), (2, 1), sf.EDMHeun(steps=2000), x_T=x_T).samples[:, 0]
+    run = eqx.filter_jit(lambda m: sf.sample(m, EDM, jax.random.key(0), (2, 1), sf.EDMHeun(steps=2000), x_T=x_T))
+    for gg in (1.0, g):  # an array g: one compilation for both
+        model = sf.ClassifierFreeGuidance(base, 0, 1, sf.Interval(lo, hi, jnp.asarray(gg)))
+        out = run(model).samples[:, 0]
         stats[gg] = (float(out.mean()), float((out[0] - out[1]) / 2) ** 2)
     shift = (g - 1) * (mu_c - mu_u) * (s / math.hypot(s, lo) - s / math.hypot(s, hi))
     assert abs((stats[g][0] - mu_c) / shift - 1) < 0.01, (stats, shift)
@@ -291,11 +311,15 @@ def test_log_likelihood_of_guided_model():
     mu_g = mu_u + g * (mu_c - mu_u)
     sde = sf.EDMSDE(sigma_max=20.0)
     base = TwoMeans((mu_c, mu_u), s, sde)
-    # Array weights: both wrappers share one compilation, and g goes through the lax.cond (a select here, since
-    # log_likelihood vmaps one adaptive solve per example).
-    guided = sf.ClassifierFreeGuidance(base, 0, 1, sf.Constant(jnp.asarray(g)))
-    cond_only = sf.ClassifierFreeGuidance(base, 0, 1, sf.Constant(jnp.asarray(1.0)))
-    x = jnp.array([[mu_g], [mu_c]])
+
+    # One compilation for all three wrappers: array weights of one kind (Interval(0, inf, g) is constant g, and g
+    # goes through the lax.cond, a select here, since log_likelihood vmaps one adaptive solve per example) and the
+    # same number of points.
+    def cfg(lo, hi, gg):
+        return sf.ClassifierFreeGuidance(base, 0, 1, sf.Interval(*(jnp.asarray(v) for v in (lo, hi, gg))))
+
+    guided, cond_only = cfg(0.0, math.inf, g), cfg(0.0, math.inf, 1.0)
+    x = jnp.array([[mu_g], [mu_c], [mu_c + 0.5 * s]])
     kw = dict(rtol=1e-7, atol=1e-7)
     lp = sf.log_likelihood(guided, sde, x, prior=gauss(mu_g, math.hypot(s, sde.T)), **kw).log_prob
     exact = gauss(mu_g, math.hypot(s, sde.t0)).log_prob(x)
@@ -308,7 +332,7 @@ def test_log_likelihood_of_guided_model():
     # the adaptive solve steps across the two jumps of g.
     lo, hi = 0.3, 2.0
     shift = (g - 1) * (mu_c - mu_u) * (s / math.hypot(s, lo) - s / math.hypot(s, hi))
-    interval = sf.ClassifierFreeGuidance(base, 0, 1, sf.Interval(lo, hi, g))
+    interval = cfg(lo, hi, g)
     xs = jnp.array([[mu_c + shift], [mu_c + shift + 1.5 * s], [mu_c - s]])
     lp_int = sf.log_likelihood(interval, sde, xs, prior=gauss(mu_c, math.hypot(s, sde.T)), **kw).log_prob
     np.testing.assert_allclose(lp_int, gauss(mu_c + shift, math.hypot(s, sde.t0)).log_prob(xs), atol=1e-4)
@@ -317,7 +341,6 @@ def test_log_likelihood_of_guided_model():
 def test_interval_skips_the_reference_inside_sample():
     """In a fixed-step sampler t is not batched, so the cond stays a branch: the reference runs exactly at the
     times, among those where the main model runs (recorded), that lie inside the interval."""
-    lm = labelled()
     times = []
 
     class Recorded(sf.AbstractScoreModel):
@@ -331,15 +354,18 @@ def test_interval_skips_the_reference_inside_sample():
             jax.debug.callback(lambda tt: times.append(float(tt)), t)
             return self.model(t, x, cond)
 
-    main = Recorded(lm.conditional_score(EDM, 0))
-    ref = Counted(lm.unconditional_score(EDM), 0.0, math.inf)
+    main = Recorded(Shifted(0.5, 0.8, EDM))
+    ref = Counted(Shifted(-0.3, 1.0, EDM), 0.0, math.inf)
     n = 4
     x_T = jnp.array([[10.0, -5.0]])
+    # array ends: the three intervals share one compilation
+    run = eqx.filter_jit(lambda m: sf.sample(m, EDM, jax.random.key(0), (1, 2), sf.EDMHeun(steps=n), x_T=x_T).samples)
     for lo, hi in ((0.0, math.inf), (1e3, 1e4), (1.0, 10.0)):
         CALLS.clear()
         times.clear()
         model = sf.Guided(main, ref, sf.Interval(jnp.asarray(lo), jnp.asarray(hi), 2.0))
-        jax.block_until_ready(sf.sample(model, EDM, jax.random.key(0), (1, 2), sf.EDMHeun(steps=n), x_T=x_T).samples)
+        jax.block_until_ready(run(model))
+        jax.effects_barrier()
         assert len(times) == 2 * n - 1
         assert len(CALLS) == sum(lo <= t <= hi for t in times), (lo, hi, times, len(CALLS))
         if (lo, hi) == (1.0, 10.0):
@@ -350,8 +376,7 @@ def test_count_evaluations_per_model():
     """Evaluations per model: the main model runs SampleResult.nfe times per example, the reference only at the
     evaluation times of EDM Heun (the Karras grid, written out here) inside the interval. Constant CFG batched into
     one call counts two evaluations of its network per call, and the counted wrapper returns the same score."""
-    lm = labelled()
-    main, ref = lm.conditional_score(EDM, 0), lm.unconditional_score(EDM)
+    main, ref = Shifted(0.5, 0.8, EDM), Shifted(-0.3, 1.0, EDM)
     steps, n, lo, hi = 6, 3, 0.5, 10.0
     sampler = sf.EDMHeun(steps)
     guided = sf.Guided(main, ref, sf.Interval(lo, hi, 2.0))
@@ -369,7 +394,7 @@ def test_count_evaluations_per_model():
     assert np.all(np.asarray(res.nfe) == 2 * steps - 1)
 
     # One call (no sampler, to keep the test cheap): the counted wrapper returns the wrapped model's score.
-    cfg = sf.ClassifierFreeGuidance(lm.score_model(EDM), 0, -1, sf.Constant(2.0))
+    cfg = sf.ClassifierFreeGuidance(TwoMeans((0.4, -0.8, 0.1), 0.9, EDM), 0, -1, sf.Constant(2.0))
     x = jnp.array([0.3, -0.2])
     out, counts = sf.count_evaluations(lambda m: m(1.0, x), cfg)
     assert counts == {"model": 1, "model.model": 2}
