@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import scoreflow as sf
-from scoreflow._nn.unet import AttentionBlock, _conv
+from scoreflow._nn.unet import AttentionBlock, ResBlock, _conv
 
 
 @pytest.fixture
@@ -224,6 +224,30 @@ def test_unet_fits_regression_batch(getkey):
 # ---------------------------------------------------------------------------------- validation
 
 
+def test_one_channel_per_group_would_cancel_the_embedding(getkey):
+    """Why the U-Net refuses one channel per GroupNorm group: a residual block adds the embedding as a shift
+    per channel and group-normalises next, so with groups = channels its output does not depend on the
+    embedding at all (to rounding), while with two channels per group it does."""
+    x = jax.random.normal(getkey(), (8, 4, 4))
+    e1, e2 = jax.random.normal(getkey(), (2, 16))
+    k = getkey()
+    change = {}
+    for groups in (8, 4):
+        block = ResBlock(8, 8, 16, groups, 0.0, key=k)
+        change[groups] = float(jnp.max(jnp.abs(block(x, e1) - block(x, e2))))
+    assert change[8] < 1e-9 and change[4] > 1e-2, change
+
+
+def test_cli_unet_with_8_channels_sees_its_label(getkey):
+    """`--channels 8` (the smallest the command accepts) builds a U-Net whose output moves with the class."""
+    from scoreflow._cli.table import TABLE
+
+    c = {"channels": [8], "res_blocks": 1, "attention": [], "dropout": 0.0, "num_classes": 10}
+    net = unzero(TABLE["network"]["unet"](c, (1, 8, 8), getkey()), getkey())
+    x = jax.random.normal(getkey(), (1, 8, 8))
+    assert float(jnp.max(jnp.abs(net(0.3, x, 1) - net(0.3, x, 7)))) > 1e-3
+
+
 @pytest.mark.parametrize(
     "make, name",
     [
@@ -236,15 +260,16 @@ def test_unet_fits_regression_batch(getkey):
         (lambda k: sf.UNet(8, 1, out_channels=0, key=k), "out_channels"),
         (lambda k: sf.UNet(8, 1, channels=(8, 12), groups=8, key=k), "groups"),
         (lambda k: sf.UNet(8, 1, channels=(), key=k), "channels"),
+        (lambda k: sf.UNet(8, 1, channels=(8, 16), key=k), "2 channels per GroupNorm group"),
         (lambda k: sf.UNet(8, 1, channels=(8, 0), key=k), "channels"),
         (
-            lambda k: sf.UNet(8, 1, channels=(8, 16), attention_resolutions=(16,), key=k),
+            lambda k: sf.UNet(8, 1, channels=(8, 16), attention_resolutions=(16,), groups=4, key=k),
             "attention",
         ),
-        (lambda k: sf.UNet(8, 1, channels=(8, 16), dropout=1.0, key=k), "dropout"),
-        (lambda k: sf.UNet(8, 1, channels=(8, 16), num_heads=3, key=k), "num_heads"),
-        (lambda k: sf.UNet(8, 1, channels=(8, 16), num_res_blocks=0, key=k), "num_res_blocks"),
-        (lambda k: sf.UNet(8, 1, channels=(8, 16), num_classes=0, key=k), "num_classes"),
+        (lambda k: sf.UNet(8, 1, channels=(8, 16), dropout=1.0, groups=4, key=k), "dropout"),
+        (lambda k: sf.UNet(8, 1, channels=(8, 16), num_heads=3, groups=4, key=k), "num_heads"),
+        (lambda k: sf.UNet(8, 1, channels=(8, 16), num_res_blocks=0, groups=4, key=k), "num_res_blocks"),
+        (lambda k: sf.UNet(8, 1, channels=(8, 16), num_classes=0, groups=4, key=k), "num_classes"),
         (lambda k: sf.MLP(0, key=k), "data_dim"),
         (lambda k: sf.MLP(2, width=0, key=k), "width"),
         (lambda k: sf.MLP(2, depth=0, key=k), "depth"),

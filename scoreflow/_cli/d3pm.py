@@ -32,7 +32,7 @@ from .datasets import load_data, warn_if_small
 from .options import COMMON, Option, UsageError, check_unet_levels, nonneg_float, positive_int
 from .progress import phase
 from .run import Run, count_params, output_stem
-from .table import TABLE
+from .table import TABLE, unet_groups
 
 
 TRAIN_OPTIONS = (
@@ -145,6 +145,7 @@ def build_model(c: dict, shape: tuple[int, ...], num_states: int) -> eqx.Module:
             num_res_blocks=c["res_blocks"],
             attention_resolutions=tuple(c["attention"]),
             dropout=c["dropout"],
+            groups=unet_groups(c["channels"]),
             key=k_net,
         )
         return sf.ImageX0Net(unet, num_states)

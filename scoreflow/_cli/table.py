@@ -9,6 +9,12 @@ import diffrax
 import scoreflow as sf
 
 
+def unet_groups(channels) -> int:
+    """GroupNorm groups of a command-line U-Net: 8 (the usual), fewer where a level is too thin to keep two
+    channels per group (`--channels` are multiples of 8, so 8 channels get 4 groups)."""
+    return max(1, min(8, min(channels) // 2))
+
+
 TABLE = {
     "schedule": {
         "learned": lambda c, key: sf.LearnedSchedule(
@@ -40,6 +46,7 @@ TABLE = {
             attention_resolutions=tuple(c["attention"]),
             dropout=c["dropout"],
             num_classes=c.get("num_classes"),
+            groups=unet_groups(c["channels"]),
             key=key,
         ),
         "mlp": lambda c, shape, key: sf.MLP(

@@ -168,7 +168,8 @@ class UNet(eqx.Module):
     ):
         """**Arguments:** `image_size` (height = width, divisible by 2^(len(channels) - 1)),
         `in_channels`, `out_channels` (default `in_channels`), `channels` (per level, each divisible
-        by `groups`), `num_res_blocks` (per level in the encoder), `attention_resolutions`
+        by `groups` and at least `2 * groups`: with one channel per group the group norm would cancel
+        the embedding), `num_res_blocks` (per level in the encoder), `attention_resolutions`
         (resolutions, among image_size / 2^i, that get self-attention), `dropout` (rate in [0, 1)),
         `num_classes` (None: unconditional), `groups` (GroupNorm groups), `num_heads` (attention
         heads, dividing the channels where attention is used), `embedding` (an
@@ -215,6 +216,17 @@ class UNet(eqx.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"UNet needs `dropout` in [0, 1); got dropout={dropout!r}")
+        thin = sorted({c for c in channels if c < 2 * groups})
+        if thin:
+            # A residual block adds the embedding as one shift per channel and then group-normalises;
+            # with one channel per group the norm subtracts that shift exactly, so those blocks would
+            # not see the noise level or the class label (silently).
+            raise ValueError(
+                f"UNet needs at least 2 channels per GroupNorm group; got groups={groups} with"
+                f" channels={channels!r} (one channel per group at {thin}, where the group norm would"
+                " cancel the time and class embedding); use groups <="
+                f" {max(min(channels) // 2, 1)} or more channels"
+            )
         if embedding is None:
             embedding = SinusoidalEmbedding(
                 channels[0] if channels[0] % 2 == 0 else channels[0] + 1
