@@ -200,6 +200,7 @@ from ._likelihood import (
     Hutchinson as Hutchinson,
     LikelihoodResult as LikelihoodResult,
     LogSNRVariable as LogSNRVariable,
+    NatsNorm as NatsNorm,
     Orthogonal as Orthogonal,
     Rademacher as Rademacher,
     ScaledState as ScaledState,

@@ -456,11 +456,12 @@ def test_error_norms():
     # a looser weight on the log-density takes no more steps, and still meets the tolerance on the Gaussian
     sde, model, x = _gaussian_setup()
     truth = model.log_prob(sde.t0, x)[0]
-    full = _gaussian_ll(model, sde, x)
+    full = _gaussian_ll(model, sde, x, error_norm=StateDensityNorm())
     loose = _gaussian_ll(model, sde, x, error_norm=StateDensityNorm(0.1))
+    nats = _gaussian_ll(model, sde, x)  # the default, NatsNorm(0.3)
     rms = _gaussian_ll(model, sde, x, error_norm=AugmentedRMSNorm())
     assert int(loose.nfe[0]) <= int(full.nfe[0])
-    for res in (full, loose, rms):
+    for res in (full, loose, rms, nats):
         assert abs(float(res.log_prob[0] - truth)) < 1e-5
     with pytest.raises(ValueError, match="density_weight"):
         StateDensityNorm(-1.0)

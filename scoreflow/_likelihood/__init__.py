@@ -17,6 +17,7 @@ from .divergence import (
 from .error_norm import (
     AbstractErrorNorm as AbstractErrorNorm,
     AugmentedRMSNorm as AugmentedRMSNorm,
+    NatsNorm as NatsNorm,
     StateDensityNorm as StateDensityNorm,
 )
 from .log_likelihood import LikelihoodResult as LikelihoodResult, log_likelihood as log_likelihood
