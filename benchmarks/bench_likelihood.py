@@ -1,24 +1,31 @@
-"""P1: exact log-likelihoods through the probability-flow ODE, scoreflow against the peers.
+"""P1: exact log-likelihoods through the probability-flow ODE, scoreflow's default call against the peers.
 
 Problem (shared/bench/PROBLEMS.md): 1000 points drawn from p_{t0} (seed below), truth = exact log p_{t0}(x) in
-float64; vp: t0 = 1e-5, t1 = 1; edm: t0 = 0.002, t1 = 80. Every runner uses the same closed-form isotropic
-mixture score (float32) and the exact trace of its Jacobian. For each runner a tolerance sweep (rtol = atol)
-gives mean / max |error| in nats with the exact prior p_{t1} (solver error only) and with the standard prior
-N(0, prior_std^2 I), the number of score evaluations (NFE), first-call (compile) and steady wall time.
+float64; vp: t0 = 1e-5, t1 = 1; edm: t0 = 0.002, t1 = 80; mixtures gmm2 and gmm64. Every runner uses the same
+closed-form isotropic mixture score (float32) and the exact trace of its Jacobian. For each runner a tolerance
+sweep (rtol = atol) gives mean / max |error| in nats with the exact prior p_{t1} (solver error only) and with the
+standard prior N(0, prior_std^2 I), the NFE per example (max over the batch: what a vmapped adaptive solve pays;
+and the mean), first-call (compile) and steady wall time.
 
 Runners:
-- `scoreflow`: `sf.log_likelihood(..., solver, divergence=sf.ExactTrace(), prior=..., time_variable=...)`.
+- `scoreflow:default`: `sf.log_likelihood(model, sde, x, prior=...)`, nothing else passed (the headline).
+- `scoreflow:default-sweep`: the default error control with rtol = atol swept.
+- `scoreflow:tsit5-t-w1`: the previous default (Tsit5, u = t, `StateDensityNorm(1)`).
 - `diffrax`: plain diffrax as in sbgm: per-example `diffeqsolve(Tsit5, PIDController)` on (x, delta) with the
   default RMS error norm over the whole augmented state, trace of `jax.jacfwd`.
 - `scipy`: score_sde's algorithm: `scipy.integrate.solve_ivp(RK45)` on the flattened batch (one ODE for the
   whole batch, shared step control) with a jitted drift.
-- `torchdiffeq`: `odeint(method="dopri5")` on the batch, exact trace by `torch.func.vmap(jacfwd)`.
+- `torchdiffeq`: `odeint(method="dopri5")` on the batch, exact trace by `torch.func.vmap(jacfwd)` (gmm2 only).
+- `h2h`: wall time of the default call against each peer at its cheapest sweep point with max error <= 1e-3,
+  in one process with the calls interleaved.
 
-Run: `python benchmarks/bench_likelihood.py [--quick]` with the peers' environment (see benchmarks/README.md).
+Run: `python benchmarks/bench_likelihood.py [--quick] [--problems P,...] [--merge PART.json ...]` with the peers'
+environment (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -37,7 +44,9 @@ import numpy as np  # noqa: E402
 SEED = 0
 N_FULL, N_QUICK = 1000, 100
 INF = float("inf")  # jitted runners: always separate the compiling first call from a steady one
-TOLS_FULL = [1e-3, 1e-4, 1e-5, 1e-6]
+TOLS_FULL = [1e-4, 5e-5, 3e-5, 2e-5, 1e-5, 5e-6, 3e-6, 2e-6, 1e-6]  # peers: the best point is picked after the fact
+TOLS_SF = [1e-4, 3e-5, 1e-5, 3e-6, 1e-6]
+TOLS_SCIPY = [1e-4, 1e-5, 3e-6, 1e-6]
 TOLS_QUICK = [1e-4]
 
 
@@ -69,6 +78,9 @@ def errors(est: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def run_scoreflow(mix, proc, n, tols, variant):
+    """`variant`: "default" (`sf.log_likelihood(model, sde, x, prior=...)`, nothing else passed; one row),
+    "default-sweep" (only rtol = atol swept, every other setting the default), or
+    "<solver>-<time variable>[-w<log-density weight of the error norm>]" (explicit settings, swept)."""
     import diffrax
     import jax
 
@@ -77,30 +89,30 @@ def run_scoreflow(mix, proc, n, tols, variant):
     m, p, x, truth = problem(mix, proc, n)
     model = C.make_sf_model(m, proc)
     sde = C.sf_sde(proc)
-    # variant = "<solver>-<time variable>[-w<log-density weight of the error norm>]"
-    solver_name, tv_name, *rest = variant.split("-")
-    weight = float(rest[0][1:]) if rest else 1.0
-    solver = {"tsit5": diffrax.Tsit5(), "dopri5": diffrax.Dopri5(), "dopri8": diffrax.Dopri8()}[solver_name]
-    tv = {"t": sf.TimeVariable(), "logsnr": sf.LogSNRVariable(), "sigma": sf.SigmaVariable()}[tv_name]
     exact_prior = sf.marginal(C.sf_mixture(m), sde, sde.T)
     xj = jax.numpy.asarray(x)
+    if variant.startswith("default"):
+        kwargs, label = {}, "default" if variant == "default" else "default error control, rtol = atol swept"
+        if variant == "default":
+            tols = [None]
+    else:
+        solver_name, tv_name, *rest = variant.split("-")
+        weight = float(rest[0][1:]) if rest else 1.0
+        solver = {"tsit5": diffrax.Tsit5(), "dopri5": diffrax.Dopri5(), "dopri8": diffrax.Dopri8()}[solver_name]
+        tv = {"t": sf.TimeVariable(), "logsnr": sf.LogSNRVariable(), "sigma": sf.SigmaVariable()}[tv_name]
+        kwargs = {
+            "solver": solver,
+            "divergence": sf.ExactTrace(),
+            "time_variable": tv,
+            "error_norm": sf.StateDensityNorm(weight),
+        }
+        label = f"{solver_name}, u={tv_name}, norm weight {weight:g}"
     rows = []
     for tol in tols:
+        tol_kw = {} if tol is None else {"rtol": tol, "atol": tol}
 
-        def go(prior, tol=tol):
-            res = sf.log_likelihood(
-                model,
-                sde,
-                xj,
-                solver=solver,
-                rtol=tol,
-                atol=tol,
-                divergence=sf.ExactTrace(),
-                prior=prior,
-                time_variable=tv,
-                error_norm=sf.StateDensityNorm(weight),
-            )
-            return jax.block_until_ready(res)
+        def go(prior, tol_kw=tol_kw):
+            return jax.block_until_ready(sf.log_likelihood(model, sde, xj, prior=prior, **tol_kw, **kwargs))
 
         res, first, steady, reps = C.timed(lambda: go(exact_prior), slow_s=INF)
         res_std = go(None)
@@ -108,9 +120,9 @@ def run_scoreflow(mix, proc, n, tols, variant):
         rows.append(
             {
                 "framework": "scoreflow",
-                "variant": f"{solver_name}, u={tv_name}" + (f", norm weight {weight:g}" if rest else ""),
+                "variant": label,
                 "problem": f"{mix}-{proc}",
-                "tol": tol,
+                "tol": "default" if tol is None else tol,
                 "n": n,
                 "nfe_mean": float(nfe.mean()),
                 "nfe_max": int(nfe.max()),
@@ -124,14 +136,14 @@ def run_scoreflow(mix, proc, n, tols, variant):
     return rows
 
 
-def run_diffrax(mix, proc, n, tols):
-    """Plain diffrax, as sbgm does it: per-example Tsit5 + PIDController, default RMS norm, jacfwd trace."""
+def diffrax_solve(m, p):
+    """Plain diffrax, as sbgm does it: per-example Tsit5 + PIDController, default RMS norm, jacfwd trace.
+    Returns a jitted `solve(x, rtol, atol) -> (x_T, delta, num_steps)`."""
     import diffrax
     import equinox as eqx
     import jax
     import jax.numpy as jnp
 
-    m, p, x, truth = problem(mix, proc, n)
     score = C.jax_iso_score(m)
     alpha_sigma, f_g2 = C.jax_process(p)
 
@@ -159,6 +171,15 @@ def run_diffrax(mix, proc, n, tols):
 
         return jax.vmap(one)(x)
 
+    return solve
+
+
+def run_diffrax(mix, proc, n, tols):
+    import jax
+    import jax.numpy as jnp
+
+    m, p, x, truth = problem(mix, proc, n)
+    solve = diffrax_solve(m, p)
     rows = []
     xj = jnp.asarray(x)
     for tol in tols:
@@ -168,7 +189,9 @@ def run_diffrax(mix, proc, n, tols):
         )
         exact, std = prior_logps(m, p, np.asarray(z))
         delta = np.asarray(delta, np.float64)
-        nfe = 6 * np.asarray(steps) + 1  # Tsit5 is FSAL: 6 per step + 1 at init (diffrax 0.7.2 picks dt0 without calls)
+        # Tsit5 is FSAL: 6 evaluations per step + 1 at the start. diffrax 0.7.2 with dt0=None starts at a step of
+        # 0.01 without evaluating the vector field (counted with a host callback: 6 * num_steps + 1 exactly).
+        nfe = 6 * np.asarray(steps) + 1
         rows.append(
             {
                 "framework": "diffrax",
@@ -188,13 +211,13 @@ def run_diffrax(mix, proc, n, tols):
     return rows
 
 
-def run_scipy(mix, proc, n, tols):
-    """score_sde's likelihood: one RK45 ODE for the flattened batch, jitted drift (exact trace here)."""
+def scipy_solve(m, p, x):
+    """score_sde's likelihood: one RK45 ODE for the flattened batch, jitted drift (exact trace here).
+    Returns `solve(tol) -> scipy OdeResult`."""
     import jax
     import jax.numpy as jnp
     from scipy import integrate
 
-    m, p, x, truth = problem(mix, proc, n)
     score = C.jax_iso_score(m)
     alpha_sigma, f_g2 = C.jax_process(p)
     shape = x.shape
@@ -216,12 +239,16 @@ def run_scipy(mix, proc, n, tols):
         return np.concatenate([np.asarray(dy).reshape(-1), np.asarray(ddelta)]).astype(np.float64)
 
     init = np.concatenate([x.reshape(-1), np.zeros(shape[0])]).astype(np.float64)
+    return lambda tol: integrate.solve_ivp(ode, (p.t0, p.t1), init, rtol=tol, atol=tol, method="RK45")
+
+
+def run_scipy(mix, proc, n, tols):
+    m, p, x, truth = problem(mix, proc, n)
+    shape = x.shape
+    solve = scipy_solve(m, p, x)
     rows = []
     for tol in tols:
-        sol, first, steady, reps = C.timed(
-            lambda tol=tol: integrate.solve_ivp(ode, (p.t0, p.t1), init, rtol=tol, atol=tol, method="RK45"),
-            slow_s=30.0,
-        )
+        sol, first, steady, reps = C.timed(lambda tol=tol: solve(tol), slow_s=30.0)
         end = sol.y[:, -1]
         z, delta = end[: np.prod(shape)].reshape(shape), end[np.prod(shape) :]
         exact, std = prior_logps(m, p, z)
@@ -302,79 +329,158 @@ def run_torchdiffeq(mix, proc, n, tols):
     return rows
 
 
+def run_h2h(mix, proc, n, peer_tols: dict, rounds: int):
+    """Wall time in one process, calls interleaved: scoreflow's default call against each peer at the cheapest
+    sweep point that reached max |error| <= 1e-3 (`peer_tols`: runner -> tol). Median and min over `rounds`
+    steady calls each (first, compiling call excluded)."""
+    import jax
+    import jax.numpy as jnp
+
+    import scoreflow as sf
+
+    m, p, x, _ = problem(mix, proc, n)
+    model = C.make_sf_model(m, proc)
+    sde = C.sf_sde(proc)
+    prior = sf.marginal(C.sf_mixture(m), sde, sde.T)
+    xj = jnp.asarray(x)
+    calls = {"scoreflow default": lambda: jax.block_until_ready(sf.log_likelihood(model, sde, xj, prior=prior))}
+    if "diffrax" in peer_tols:
+        solve, tt = diffrax_solve(m, p), jnp.asarray(peer_tols["diffrax"], jnp.float32)
+        calls["diffrax"] = lambda: jax.block_until_ready(solve(xj, tt, tt))
+    if "scipy" in peer_tols:
+        solve_s, tol_s = scipy_solve(m, p, x), peer_tols["scipy"]
+        calls["scipy"] = lambda: solve_s(tol_s)
+    for fn in calls.values():
+        fn()
+    times = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return [
+        {
+            "framework": "h2h",
+            "runner": k,
+            "problem": f"{mix}-{proc}",
+            "tol": peer_tols.get(k, "default"),
+            "median_s": float(np.median(v)),
+            "min_s": float(np.min(v)),
+            "rounds": rounds,
+        }
+        for k, v in times.items()
+    ]
+
+
 def worker(args: list[str]) -> None:
     runner, mix, proc, quick = args[0], args[1], args[2], args[3] == "quick"
-    if quick:
-        C.REPEATS = 1
+    C.REPEATS = 1  # the sweep's times are one steady call; wall-time ratios come from the interleaved h2h job
     n = N_QUICK if quick else N_FULL
     tols = TOLS_QUICK if quick else TOLS_FULL
-    if runner.startswith("scoreflow:dopri8") and not quick:
-        tols = tols[:3]  # in float32 Dopri8 at 1e-6 needs ~850 NFE and ~45 s per solve for no better error
-    if runner == "torchdiffeq" and not quick:
-        tols = tols[:3]  # tens of seconds per solve on 2 cores; 1e-6 adds minutes and no information
-    if runner.startswith("scoreflow:"):
-        rows = run_scoreflow(mix, proc, n, tols, runner.split(":")[1])
+    if runner == "h2h":
+        rows = run_h2h(mix, proc, n, json.loads(args[4]), int(args[5]))
+    elif runner.startswith("scoreflow:"):
+        variant = runner.split(":")[1]
+        if not quick:
+            tols = TOLS_PREVIOUS if variant == "tsit5-t-w1" else TOLS_SF
+        rows = run_scoreflow(mix, proc, n, tols, variant)
     else:
+        if runner == "torchdiffeq" and not quick:
+            tols = TOLS_TORCH  # tens of seconds per solve on 2 cores
+        if runner == "scipy" and not quick:
+            tols = TOLS_SCIPY  # host-driven: 5-20 s per 64-d solve on 2 busy cores
         rows = {"diffrax": run_diffrax, "scipy": run_scipy, "torchdiffeq": run_torchdiffeq}[runner](mix, proc, n, tols)
     C.emit(rows)
 
 
-SF_VARIANTS_FULL = ["tsit5-t", "tsit5-t-w0.1", "tsit5-sigma", "dopri8-t"]
-SF_VARIANTS_ALL = ["tsit5-t", "tsit5-logsnr", "tsit5-sigma", "dopri8-t", "dopri8-logsnr"]
-SF_VARIANTS_QUICK = ["tsit5-t"]
-SF_VARIANTS_EDM = ["tsit5-t", "tsit5-logsnr"]
+PROBLEMS_FULL = [("gmm64", "vp"), ("gmm2", "vp"), ("gmm64", "edm"), ("gmm2", "edm")]
+TOLS_PREVIOUS = [1e-5, 1e-6]  # the previous default (1e-5) and one tighter point
+TOLS_TORCH = [1e-3, 1e-4, 1e-5]
+TARGET = 1e-3
+PEERS = ("diffrax", "scipy", "torchdiffeq")
 
 
-def jobs(quick: bool, full_grid: bool = False) -> list[list[str]]:
-    """quick: gmm2-vp, scoreflow Tsit5 and the three peers. Default: the issue's problems (gmm64-vp, gmm2-vp)
-    with scoreflow Tsit5 in t and in sigma, Dopri8 in t, and the three peers. `--all` adds the log-SNR
-    variable, Dopri8 in log-SNR and the edm process (scoreflow and plain diffrax): about an hour on 2 cores."""
+def jobs(quick: bool, problems: list[tuple[str, str]] | None = None) -> list[list[str]]:
+    """Per problem: scoreflow's default call (no settings passed), its default error control with rtol = atol
+    swept, the previous default (Tsit5, u = t, norm weight 1) on three tolerances, and the peers. torchdiffeq runs
+    on gmm2 only: on gmm64 one solve takes 25-85 s on 2 cores and its batch-shared RMS control never reached
+    1e-3 nats there (results before this run: 5.0e-2 at rtol 1e-5)."""
     q = "quick" if quick else "full"
-    if quick:
-        problems, variants = [("gmm2", "vp")], {"vp": SF_VARIANTS_QUICK}
-    elif full_grid:
-        problems = [("gmm64", "vp"), ("gmm2", "vp"), ("gmm64", "edm"), ("gmm2", "edm")]
-        variants = {"vp": SF_VARIANTS_ALL, "edm": SF_VARIANTS_EDM}
-    else:
-        problems, variants = [("gmm64", "vp"), ("gmm2", "vp")], {"vp": SF_VARIANTS_FULL}
+    problems = problems or ([("gmm2", "vp")] if quick else PROBLEMS_FULL)
     out = []
     for mix, proc in problems:
-        for v in variants[proc]:
-            if mix == "gmm2" and not full_grid and v != "tsit5-t":
-                continue
-            out.append([f"scoreflow:{v}", mix, proc, q])
-        # the batch peers are slow; the issue's peer figures are for vp, so edm gets plain diffrax only
-        peers = ["diffrax", "scipy", "torchdiffeq"] if proc == "vp" else ["diffrax"]
-        for r in peers:
-            out.append([r, mix, proc, q])
+        variants = ["default"] if quick else ["default", "default-sweep", "tsit5-t-w1"]
+        out += [[f"scoreflow:{v}", mix, proc, q] for v in variants]
+        out += [[r, mix, proc, q] for r in PEERS if r != "torchdiffeq" or mix == "gmm2"]
+    return out
+
+
+def cheapest(rows: list[dict]) -> dict | None:
+    """The sweep point with max |error| <= TARGET and the fewest NFE paid by the batch (max), then the fastest."""
+    ok = [r for r in rows if r["max_err"] <= TARGET]
+    return min(ok, key=lambda r: (r["nfe_max"], r["steady_s"])) if ok else None
+
+
+def peer_tols(rows: list[dict], prob: str) -> dict:
+    out = {}
+    for peer in ("diffrax", "scipy"):
+        c = cheapest([r for r in rows if r.get("problem") == prob and r["framework"] == peer])
+        if c is not None:
+            out[peer] = c["tol"]
     return out
 
 
 def summary(rows: list[dict]) -> str:
-    """Per problem: each runner's best max error (exact prior) and the NFE / time it took; and, at the 1e-3 nats
-    target, the cheapest sweep point of each runner that reaches it."""
+    """Per problem: each runner's cheapest sweep point reaching max |error| <= 1e-3 nats, by NFE max (what the
+    vmapped batch pays); the default call; the interleaved wall times; and the P1 verdicts."""
     out = ""
-    for prob in sorted({r["problem"] for r in rows if "problem" in r}):
-        sub = [r for r in rows if r.get("problem") == prob]
-        out += (
-            f"\n**{prob}** (exact prior): best max |error| per runner, and the cheapest point with max |error| "
-            "<= 1e-3\n\n"
-        )
-        out += "| runner | best max err | at tol | NFE (mean) | steady s | cheapest <= 1e-3: tol | NFE | steady s |\n"
-        out += "|---|---|---|---|---|---|---|---|\n"
+    sweep = [r for r in rows if r.get("framework") != "h2h"]
+    h2h = [r for r in rows if r.get("framework") == "h2h"]
+    for prob in sorted({r["problem"] for r in sweep}):
+        sub = [r for r in sweep if r["problem"] == prob]
+        out += f"\n**{prob}** (exact prior): the cheapest point with max |error| <= 1e-3 nats, by NFE max\n\n"
+        out += "| runner | rtol=atol | NFE max | NFE mean | max err | mean err | steady s (one call) |\n"
+        out += "|---|---|---|---|---|---|---|\n"
+        best_peer = None
         for key in sorted({(r["framework"], r["variant"]) for r in sub}):
-            rs = [r for r in sub if (r["framework"], r["variant"]) == key]
-            best = min(rs, key=lambda r: (r["max_err"], r["nfe_mean"]))
-            ok = [r for r in rs if r["max_err"] <= 1e-3]
-            cheap = min(ok, key=lambda r: r["steady_s"]) if ok else None
-            c = (
-                f"{cheap['tol']:.0e} | {cheap['nfe_mean']:.0f} | {cheap['steady_s']:.3f}"
-                if cheap
-                else "not reached | | "
-            )
+            c = cheapest([r for r in sub if (r["framework"], r["variant"]) == key])
+            name = f"{key[0]} {key[1]}"
+            if c is None:
+                best = min((r for r in sub if (r["framework"], r["variant"]) == key), key=lambda r: r["max_err"])
+                out += f"| {name} | not reached (best {best['max_err']:.2e} at {best['tol']:.0e}) | | | | | |\n"
+                continue
+            tol = c["tol"] if isinstance(c["tol"], str) else f"{c['tol']:.0e}"
             out += (
-                f"| {key[0]} {key[1]} | {best['max_err']:.2e} | {best['tol']:.0e} | {best['nfe_mean']:.0f} | "
-                f"{best['steady_s']:.3f} | {c} |\n"
+                f"| {name} | {tol} | **{c['nfe_max']}** | {c['nfe_mean']:.1f} | {c['max_err']:.2e} | "
+                f"{c['mean_err']:.2e} | {c['steady_s']:.3f} |\n"
+            )
+            if key[0] in PEERS and (best_peer is None or c["nfe_max"] < best_peer["nfe_max"]):
+                best_peer = c
+        default = next((r for r in sub if r["framework"] == "scoreflow" and r["variant"] == "default"), None)
+        if default is None:
+            continue
+        ok_err = default["max_err"] <= TARGET
+        if best_peer is None:
+            out += f"\nNFE: no peer reaches 1e-3 nats; the default reaches {default['max_err']:.2e}.\n"
+        else:
+            met = ok_err and default["nfe_max"] < best_peer["nfe_max"]
+            out += (
+                f"\nNFE target {'met' if met else 'MISSED'}: the default call pays {default['nfe_max']} NFE (max; "
+                f"mean {default['nfe_mean']:.1f}) for max error {default['max_err']:.2e}; the fewest any peer needs "
+                f"for max error <= 1e-3 is {best_peer['nfe_max']} ({best_peer['framework']} at rtol "
+                f"{best_peer['tol']:.0e}, ratio {default['nfe_max'] / best_peer['nfe_max']:.2f}).\n"
+            )
+        hh = {r["runner"]: r for r in h2h if r["problem"] == prob}
+        if "scoreflow default" in hh and len(hh) > 1:
+            sfm = hh["scoreflow default"]["median_s"]
+            peers = {k: v for k, v in hh.items() if k != "scoreflow default"}
+            bk = min(peers, key=lambda k: peers[k]["median_s"])
+            ratio = sfm / peers[bk]["median_s"]
+            parts = ", ".join(f"{k} at rtol {v['tol']:.0e} {v['median_s']:.3f} s" for k, v in peers.items())
+            out += (
+                f"Wall target {'met' if ratio <= 0.7 else 'MISSED'} (<= 0.7x the best peer): interleaved in one "
+                f"process, median of {hh['scoreflow default']['rounds']} steady calls: scoreflow default "
+                f"{sfm:.3f} s; {parts}; ratio to the fastest ({bk}) {ratio:.2f}.\n"
             )
     return out
 
@@ -392,18 +498,19 @@ def plot(rows: list[dict], path: Path) -> None:
         for key in sorted({(r["framework"], r["variant"]) for r in sub}):
             rs = sorted(
                 [r for r in sub if (r["framework"], r["variant"]) == key],
-                key=lambda r: r["nfe_mean"],
+                key=lambda r: r["nfe_max"],
             )
             ax.loglog(
-                [r["nfe_mean"] for r in rs],
+                [r["nfe_max"] for r in rs],
                 [r["max_err"] for r in rs],
-                "o-",
+                "*" if key[1] == "default" else "o-",
+                ms=14 if key[1] == "default" else 4,
                 label=f"{key[0]}: {key[1]}",
                 lw=2 if key[0] == "scoreflow" else 1,
             )
         ax.axhline(1e-3, color="k", ls=":", lw=1)
         ax.set_title(f"P1 likelihood {prob} (exact prior)")
-        ax.set_xlabel("NFE (mean per example)")
+        ax.set_xlabel("NFE (max over the batch: what a vmapped solve pays)")
         ax.set_ylabel("max |error| (nats)")
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -413,28 +520,52 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     ap = C.base_parser(__doc__)
-    ap.add_argument("--all", action="store_true", help="also log-SNR variants and the edm process (slow)")
+    ap.add_argument("--problems", help="comma-separated subset, e.g. gmm64-vp,gmm64-edm; writes likelihood_part_<...>")
+    ap.add_argument("--merge", nargs="*", help="merge part JSON files into likelihood.md/.json (no runs)")
     args = ap.parse_args()
     if args.worker is not None:
         worker(args.worker)
         return
+    q = "quick" if args.quick else "full"
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        payload = {
+            **parts[0],
+            "rows": [r for part in parts for r in part["rows"]],
+            "parts": [{k: v for k, v in part.items() if k != "rows"} for part in parts],
+            "wall_s": max(part["wall_s"] for part in parts),
+            "load_avg_before": [part["load_avg_before"] for part in parts],
+            "load_avg_after": [part["load_avg_after"] for part in parts],
+        }
+        return write(payload, "likelihood", q, note=f"merged from {len(parts)} parts run side by side")
     t = time.perf_counter()
     load = C.load_avg()
-    rows = C.run_isolated(__file__, jobs(args.quick, args.all))
-    name = "likelihood_quick" if args.quick else "likelihood_all" if args.all else "likelihood"
-    payload = {
-        "problem": "P1",
-        "seed": SEED,
-        **C.run_record(load, t, rows),
-    }
+    probs = [tuple(p.split("-")) for p in args.problems.split(",")] if args.problems else None
+    rows = C.run_isolated(__file__, jobs(args.quick, probs))
     good = [r for r in rows if "error" not in r]
+    # wall time: the default call against the peers at their cheapest passing sweep point, in one process
+    for prob in sorted({r["problem"] for r in good}):
+        tols = peer_tols(good, prob)
+        if tols:
+            mix, proc = prob.split("-")
+            rounds = "3" if args.quick else ("3" if mix == "gmm64" else "7")
+            rows += C.run_isolated(__file__, [["h2h", mix, proc, q, json.dumps(tols), rounds]])
+    name = "likelihood_quick" if args.quick else "likelihood"
+    if args.problems:
+        name = "likelihood_part_" + args.problems.replace(",", "_")
+    payload = {"problem": "P1", "seed": SEED, "target_max_err": TARGET, **C.run_record(load, t, rows)}
+    write(payload, name, q)
+
+
+def write(payload: dict, name: str, q: str, note: str = "") -> None:
+    good = [r for r in payload["rows"] if "error" not in r]
     cols = [
         ("framework", "runner", ""),
         ("variant", "variant", ""),
         ("problem", "problem", ""),
         ("tol", "rtol=atol", ".0e"),
-        ("nfe_mean", "NFE mean", ".1f"),
         ("nfe_max", "NFE max", "d"),
+        ("nfe_mean", "NFE mean", ".1f"),
         ("mean_err", "mean err", ".2e"),
         ("max_err", "max err", ".2e"),
         ("mean_err_stdprior", "mean err (std prior)", ".2e"),
@@ -442,9 +573,11 @@ def main() -> None:
         ("first_s", "first call s", ".2f"),
         ("steady_s", "steady s", ".3f"),
     ]
-    table = C.report(f"P1 likelihood ({'quick' if args.quick else 'full'} run)", payload, cols, summary(good))
+    sweep = [r for r in good if r.get("framework") != "h2h"]
+    title = f"P1 likelihood ({q} run{'; ' + note if note else ''})"
+    table = C.report(title, {**payload, "rows": sweep}, cols, summary(good))
     C.write_results(name, payload, table)
-    plot(good, C.RESULTS / f"{name}.png")
+    plot(sweep, C.RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":
