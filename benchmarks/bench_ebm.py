@@ -219,6 +219,15 @@ def main_job_vdm(a, workdir: Path) -> dict:
     }
 
 
+def _scrub_paths(args: list[str]) -> list[str]:
+    """The command line with the scratch files of --save-model / --load-model shown as FILE (no machine paths)."""
+    out = list(args)
+    for i, v in enumerate(out[:-1]):
+        if v in ("--save-model", "--load-model"):
+            out[i + 1] = "FILE"
+    return out
+
+
 def digits_train_row(a, model, opt_state, losses, iters_planned, chunk, train_s, compile_s) -> dict:
     iters = len(losses)
     params_finite = all(
@@ -425,7 +434,7 @@ def digits_part(a, t_start, load_before):
                 "bound in expectation, like the VDM bound; K = 1 is the uniform dequantisation bound); midpoint: "
                 "density at the bin centre x vol (an estimate, not a bound)"
             ),
-            "command": "python benchmarks/bench_ebm.py " + " ".join(sys.argv[1:]),
+            "command": "python benchmarks/bench_ebm.py " + " ".join(_scrub_paths(sys.argv[1:])),
         }
     )
     cols = [
