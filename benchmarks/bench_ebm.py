@@ -12,6 +12,14 @@ normalised test log-likelihood against the exact mixture's (their difference est
     python benchmarks/bench_ebm.py --levels 30 --tag T30    # the longer chain
     python benchmarks/bench_ebm.py --step paper --tag paper # the reference code's step sizes (b^2 = 2e-4)
     python benchmarks/bench_ebm.py --quick                  # smoke run
+    python benchmarks/bench_ebm.py --part digits --width 16 --budget-s 1000 --vdm-run runs/main_job
+                                                            # digits: bits/dim next to the main job's VDM bound
+    python benchmarks/bench_ebm.py --part kernels           # short-run ULA vs blackjax MALA
+
+`--part digits` (results `ebm_digits.*`): log Z_0 by SMC through the recovery stages (`recovery_log_normaliser`)
+with its standard error, the test images' bins by uniform importance sampling, and the main job's VDM bound on the
+same test set, from `--vdm-run RUN` (a finished `scoreflow train` run) or trained here, recomputed from its
+checkpoint.
 """
 
 import sys
