@@ -154,8 +154,8 @@ class UniPC(AbstractSampler):
     the P2 mixtures (gmm2 and gmm64, VP and EDM, 5-10 NFE, 4 seeds of 10,000 samples): orders 2 / 3 x B1 / B2, the
     grid (Karras rho 7 and the time-uniform `VPTime` were 3-20x worse at every budget; the first-step factor
     3-6), the denoise level (0.5-1.0) and `lower_order_final` (docs/sampling.md has the tables). At 8 NFE it
-    reaches sliced W2 0.043 / 0.042 on gmm2 (VP / EDM) against 0.050 / 0.045 with the 3x first step and 0.048 /
-    0.045 for the default `DPMSolverPP` (3M).
+    reaches sliced W2 0.043 / 0.041 on gmm2 (VP / EDM) against 0.050 / 0.045 with the 3x first step and 0.048 /
+    0.045 for the default `DPMSolverPP` (3M), and 0.034 / 0.040 on gmm64 (`benchmarks/results/sampling_few.md`).
     """
 
     steps: int = eqx.field(default=10, static=True)
