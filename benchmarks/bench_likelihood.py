@@ -521,7 +521,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     ap = C.base_parser(__doc__)
     ap.add_argument("--problems", help="comma-separated subset, e.g. gmm64-vp,gmm64-edm; writes likelihood_part_<...>")
-    ap.add_argument("--merge", nargs="*", help="merge part JSON files into likelihood.md/.json (no runs)")
+    ap.add_argument("--merge", nargs="*", help="merge part JSON files into likelihood.md/.json (no sweeps rerun)")
+    ap.add_argument("--h2h-rounds", type=int, help="with --merge: rerun the wall-time (h2h) jobs with this many rounds")
     args = ap.parse_args()
     if args.worker is not None:
         worker(args.worker)
@@ -529,6 +530,17 @@ def main() -> None:
     q = "quick" if args.quick else "full"
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        if args.h2h_rounds:
+            load = C.load_avg()
+            for part in parts:
+                part["rows"] = [r for r in part["rows"] if r.get("framework") != "h2h"]
+                good = [r for r in part["rows"] if "error" not in r]
+                for prob in sorted({r["problem"] for r in good}):
+                    if tols := peer_tols(good, prob):
+                        mix, proc = prob.split("-")
+                        job = ["h2h", mix, proc, q, json.dumps(tols), str(args.h2h_rounds)]
+                        part["rows"] += C.run_isolated(__file__, [job])
+                part["h2h_rerun"] = {"rounds": args.h2h_rounds, "load_avg_before": load, "load_avg_after": C.load_avg()}
         payload = {
             **parts[0],
             "rows": [r for part in parts for r in part["rows"]],
