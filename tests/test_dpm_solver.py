@@ -86,6 +86,29 @@ def test_nfe_and_few_steps(steps, sampler_kw):
     assert float(jnp.max(jnp.abs(out.samples - MEAN[None]))) < 5.0
 
 
+@pytest.mark.parametrize("lower_order_final", (False, True))
+def test_jump_to_zero_from_the_last_two_states(lower_order_final):
+    """The jump to sigma = 0 returns the extrapolation linear in sigma~^2 through the data predictions at the last
+    two states, x(0) = d_b + (d_b - d_a) sigma~_b^2 / (sigma~_a^2 - sigma~_b^2) (or d_b with `lower_order_final`),
+    recomputed here from the states the hook sees (one example, 6 steps, EDM: sigma~ = t). The order tests alone
+    do not see a wrong step length in the extrapolation (the error stays O(sigma~_b^2))."""
+    model, n = sf.AnalyticScore(GAUSS, EDM), 6
+    seen = []
+
+    def hook(t, x):
+        jax.debug.callback(lambda t, x: seen.append((float(t), np.asarray(x))), t, x, ordered=True)
+        return x
+
+    smp = sf.DPMSolverPP(steps=n, order=2, lower_order_final=lower_order_final)
+    out = sf.sample(model, EDM, KEY, (1, 2), smp, hook=hook).samples[0]
+    jax.effects_barrier()
+    (t_a, x_a), (t_b, x_b), (t_end, _) = seen[-3], seen[-2], seen[-1]
+    assert t_end == 0.0 and t_a > t_b > 0.0
+    d_a, d_b = model.denoise(t_a, jnp.asarray(x_a)), model.denoise(t_b, jnp.asarray(x_b))
+    expect = d_b if lower_order_final else d_b + (d_b - d_a) * t_b**2 / (t_a**2 - t_b**2)
+    np.testing.assert_allclose(out, expect, rtol=0, atol=1e-10)
+
+
 def test_one_step_is_denoise():
     """With one step and the jump to zero the sample is the data prediction at T."""
     model = sf.AnalyticScore(GAUSS, EDM)
