@@ -46,3 +46,17 @@ def mixture_full(key, k=3, d=3, dtype=jnp.float64):
     covs = jnp.einsum("kij,klj->kil", a, a) + 0.2 * jnp.eye(d, dtype=dtype)[None]
     w = jax.random.uniform(k3, (k,), dtype, 0.2, 1.0)
     return sf.GaussianMixture(w, means, covs)
+
+
+def cli_exits_2(capsys, argv, *needles):
+    """`scoreflow ARGV` exits with code 2 and its error output contains every needle."""
+    import pytest
+
+    from scoreflow._cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    for n in needles:
+        assert n in err, (n, err)

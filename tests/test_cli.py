@@ -10,14 +10,7 @@ import pytest
 
 from scoreflow._cli.main import main
 
-
-def _fails(capsys, argv, *needles):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    for n in needles:
-        assert n in err, (n, err)
+from .helpers import cli_exits_2
 
 
 @pytest.mark.parametrize(
@@ -53,24 +46,24 @@ def _fails(capsys, argv, *needles):
     ],
 )
 def test_bad_values_exit_2_naming_option_and_value(capsys, argv, needles):
-    _fails(capsys, argv, *needles)
+    cli_exits_2(capsys, argv, *needles)
 
 
 def test_bad_data_file_named(capsys, tmp_path):
     p = tmp_path / "bad.npy"
     np.save(p, np.array([[0.0, np.nan], [1.0, 2.0]]))
-    _fails(capsys, ["train", "--data", str(p), "--network", "mlp", "--loss", "dsm"], str(p), "NaN")
+    cli_exits_2(capsys, ["train", "--data", str(p), "--network", "mlp", "--loss", "dsm"], str(p), "NaN")
     q = tmp_path / "deep.npy"
     np.save(q, np.full((4, 8, 8), 300))
-    _fails(capsys, ["train", "--data", str(q), "--bits", "8"], str(q), "outside [0, 255]")
+    cli_exits_2(capsys, ["train", "--data", str(q), "--bits", "8"], str(q), "outside [0, 255]")
 
 
 def test_non_square_images_hint_points_somewhere_useful(capsys, tmp_path):
     # the unet and mlp messages must not send the user to each other in a loop
     p = tmp_path / "wide.npy"
     np.save(p, np.zeros((10, 8, 6), np.int64))
-    _fails(capsys, ["train", "--data", str(p)], "--network unet needs square images", "crop or pad them to square")
-    _fails(
+    cli_exits_2(capsys, ["train", "--data", str(p)], "--network unet needs square images", "crop or pad them to square")
+    cli_exits_2(
         capsys,
         ["train", "--data", str(p), "--network", "mlp", "--loss", "dsm"],
         "--network mlp needs vectors",
@@ -192,7 +185,7 @@ def test_tiny_main_job_writes_run_folder(tmp_path, capsys):
     assert main(["info", run]) == 0
     info = capsys.readouterr().out
     assert "checkpoints [1]" in info and "test_vlb_bpd" in info
-    _fails(capsys, ["train", "--out", run], "already holds a run", "--resume")
+    cli_exits_2(capsys, ["train", "--out", run], "already holds a run", "--resume")
 
 
 @pytest.mark.parametrize("model", ["continuous", "d3pm"])

@@ -11,6 +11,8 @@ import pytest
 
 from scoreflow._cli.main import main
 
+from .helpers import cli_exits_2
+
 
 LEVELS = 4
 
@@ -35,15 +37,6 @@ def run(tmp_path_factory):
 
 def _images(n, seed=1, dtype=np.uint8):
     return np.random.default_rng(seed).integers(0, LEVELS, size=(n, 1, 4, 4)).astype(dtype)
-
-
-def _exits_2(capsys, argv, *needles):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 def test_npy_round_trip_exact_with_check_and_bound(run, tmp_path, capsys):
@@ -94,13 +87,13 @@ def test_corrupted_and_truncated_files_are_named_and_leave_output_alone(run, tmp
     flipped[len(blob) // 2] ^= 0x04
     bad = tmp_path / "bad.sfbb"
     bad.write_bytes(bytes(flipped))
-    _exits_2(capsys, ["decompress", run, str(bad), str(good), "--no-progress"], str(bad), "checksum mismatch")
+    cli_exits_2(capsys, ["decompress", run, str(bad), str(good), "--no-progress"], str(bad), "checksum mismatch")
     bad.write_bytes(blob[:-10])
-    _exits_2(capsys, ["decompress", run, str(bad), str(good), "--no-progress"], "truncated")
+    cli_exits_2(capsys, ["decompress", run, str(bad), str(good), "--no-progress"], "truncated")
     bad.write_bytes(b"not a compressed file at all, but long enough to be framed")
-    _exits_2(capsys, ["decompress", run, str(bad), str(good), "--no-progress"], "not a scoreflow bits-back file")
+    cli_exits_2(capsys, ["decompress", run, str(bad), str(good), "--no-progress"], "not a scoreflow bits-back file")
     assert good.read_bytes() == b"a good file"  # a failed run never replaces a good file
     # data outside the model's levels: named, nothing written
     np.save(src, np.full((2, 1, 4, 4), LEVELS))
-    _exits_2(capsys, ["compress", run, str(src), str(tmp_path / "y.sfbb"), "--no-progress"], "`levels` must lie in")
+    cli_exits_2(capsys, ["compress", run, str(src), str(tmp_path / "y.sfbb"), "--no-progress"], "`levels` must lie in")
     assert not (tmp_path / "y.sfbb").exists()

@@ -15,14 +15,7 @@ import scoreflow.data as sfd
 from scoreflow._cli import d3pm
 from scoreflow._cli.main import main
 
-
-def _fails(capsys, argv, *needles):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    for n in needles:
-        assert n in err, (n, err)
+from .helpers import cli_exits_2
 
 
 def _keys(seed, n):
@@ -115,9 +108,9 @@ def test_digits_run_folder_and_bound(tmp_path, capsys):
     capsys.readouterr()
     assert np.load(os.path.join(run, "samples_step000001_seed3.npy")).shape == (4, 1, 8, 8)
     assert os.path.getsize(os.path.join(run, "samples_step000001_seed3.png")) > 0
-    _fails(capsys, ["nll", run], f"RUN {run!r} is a D3PM run", "test_bound_bpd")
-    _fails(capsys, ["sample", run, "--sampler", "ddim"], "--sampler ddim", "does not apply to the D3PM run")
-    _fails(capsys, ["train", "--model", "d3pm", "--out", run], "already holds a run", "--resume")
+    cli_exits_2(capsys, ["nll", run], f"RUN {run!r} is a D3PM run", "test_bound_bpd")
+    cli_exits_2(capsys, ["sample", run, "--sampler", "ddim"], "--sampler ddim", "does not apply to the D3PM run")
+    cli_exits_2(capsys, ["train", "--model", "d3pm", "--out", run], "already holds a run", "--resume")
 
 
 def test_defaults_are_the_measured_best():
@@ -221,4 +214,4 @@ def test_text_run_writes_characters(tmp_path, capsys):
     ],
 )
 def test_bad_values_exit_2_naming_option_and_value(capsys, tmp_path, argv, needles):
-    _fails(capsys, [*argv, "--out", str(tmp_path / "r")], *needles)
+    cli_exits_2(capsys, [*argv, "--out", str(tmp_path / "r")], *needles)
